@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - create .venv, install everything, run a federated session on generated data
+#   make test   - the same set-up, then lint and the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(PYTHON)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kosmos-fl demo $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+test: $(STAMP)
+	bash scripts/services.sh
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

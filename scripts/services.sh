@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Make sure the system tools and services the tests need are present on this machine; install or
+# start what is missing. Used by `make test` (and so by CI). Idempotent and quiet when all is there.
+#   - docker-compose (v1, Python): validates docker-compose.yml offline, no Docker engine needed
+#   - PostgreSQL on 127.0.0.1:5432 with a database `test` (turbofan data source tests)
+set -uo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+APT_UPDATED=""
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then echo "services: need root to install $*; install them yourself" >&2; return 1; fi
+  [ -n "$APT_UPDATED" ] || { apt-get update -qq >/dev/null 2>&1; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+wait_port() { for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done; return 1; }
+
+have docker-compose || apt_install docker-compose || echo "services: docker-compose unavailable" >&2
+
+if ! port_open 5432; then
+  have pg_ctlcluster || apt_install postgresql || echo "services: cannot install PostgreSQL" >&2
+  if have pg_ctlcluster; then
+    ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$ver" ] && pg_ctlcluster --skip-systemctl-redirect "$ver" main start >/dev/null 2>&1
+  fi
+  wait_port 5432 || echo "services: PostgreSQL is not reachable on 127.0.0.1:5432" >&2
+fi
+if port_open 5432 && have psql; then
+  # trust auth on loopback is how these machines come; make sure the `test` database exists
+  if ! psql -h 127.0.0.1 -U postgres -Atc "select 1 from pg_database where datname='test'" 2>/dev/null | grep -q 1; then
+    su postgres -c "createdb test" >/dev/null 2>&1 || psql -h 127.0.0.1 -U postgres -c "create database test" >/dev/null 2>&1 || true
+  fi
+fi
+
+echo "services: ready"

@@ -1,0 +1,108 @@
+"""Model-agnostic training and inference loops, and weight (de)serialisation.
+
+Pure torch + numpy: no Flower and no MLflow here, so the same code serves clients, the server's
+evaluation, centralised baselines in ``bench/`` and ``predict``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch so a session is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _float_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    # Integer buffers (batch-norm's num_batches_tracked) are counters, not weights: averaging or
+    # adding noise to them is meaningless, so they stay local.
+    return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+def get_weights(model: nn.Module) -> list[np.ndarray]:
+    """The model's floating-point state (parameters and buffers such as batch-norm statistics) as
+    numpy arrays in ``state_dict`` order; buffers travel too so the global model is complete."""
+    return [t.detach().cpu().numpy().copy() for t in _float_state(model).values()]
+
+
+def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
+    """Load arrays produced by :func:`get_weights` (same architecture) into ``model``."""
+    state = _float_state(model)
+    if len(weights) != len(state):
+        raise ValueError(f"expected {len(state)} arrays, got {len(weights)}")
+    new_state = {}
+    for (name, ref), arr in zip(state.items(), weights, strict=True):
+        if tuple(ref.shape) != tuple(np.shape(arr)):
+            raise ValueError(f"array for '{name}' has shape {np.shape(arr)}, expected {tuple(ref.shape)}")
+        new_state[name] = torch.as_tensor(np.asarray(arr), dtype=ref.dtype)
+    model.load_state_dict(new_state, strict=False)
+
+
+def train_epochs(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    loss_fn: LossFn | None = None,
+    proximal_mu: float = 0.0,
+    weight_decay: float = 0.0,
+) -> float:
+    """Train in place with Adam on shuffled mini-batches; returns the mean loss of the last epoch.
+
+    ``proximal_mu > 0`` adds FedProx's proximal term mu/2 * ||w - w_global||^2, where w_global are
+    the weights the model had on entry (the global model of this round).
+    """
+    loss_fn = loss_fn or nn.functional.mse_loss
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
+    model.train()
+    n = len(xt)
+    last = float("nan")
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                continue  # batch-norm cannot train on a single sample
+            opt.zero_grad()
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            if proximal_mu > 0:
+                prox = sum(
+                    ((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params, strict=True)
+                )
+                loss = loss + 0.5 * proximal_mu * prox
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    return last
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Inference in eval mode, batched to bound memory; returns float64 ``(n,)``."""
+    model.eval()
+    outs = []
+    for start in range(0, len(x), batch_size):
+        xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
+        outs.append(model(xb).reshape(-1).double().numpy())
+    return np.concatenate(outs) if outs else np.zeros(0)

@@ -135,6 +135,8 @@ class ServerConfig(_Model):
     #: Seconds to wait for a round's replies, and for the session's clients to join Flower.
     round_timeout: float = Field(600.0, gt=0)
     join_timeout: float = Field(120.0, gt=0)
+    #: Seconds a connected client may take to send ``client_criteria`` before it is told it is missing.
+    criteria_timeout: float = Field(30.0, gt=0)
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -179,6 +181,9 @@ class ClientConfig(_Model):
     #: Run ClientApps in pre-started worker processes (see kosmos_fl.fl.warm_exec); false uses
     #: Flower's own per-message process start (slower, kept as the benchmark baseline).
     warm_clientapp: bool = True
+    #: Threads torch may use for local training (unset: torch's default, all cores). Set 1 when
+    #: several clients share one machine, as in the demo.
+    torch_threads: int | None = Field(None, ge=1, le=1024)
     #: Reconnect back-off bounds (seconds) for the control plane.
     retry_initial: float = Field(1.0, gt=0)
     retry_max: float = Field(30.0, gt=0)

@@ -1,0 +1,138 @@
+"""Orchestration overhead and memory of a real 3-client session on this machine.
+
+    .venv/bin/python bench/bench_federation.py [--rounds 5] [--model cnn]
+
+Runs the same session twice in one go, on generated bearings, with real processes on loopback:
+(a) baseline: Flower's own ClientApp start (a fresh Python process per message), and (b) kosmos-fl's
+warm SuperExec. Per round it prints the round's wall time, the slowest client's compute time (from
+the client's own clock) and their difference, the orchestration overhead; and the peak total memory
+(PSS, so shared pages count once) of every process of the federation (server, SuperLink, ServerApp, clients, SuperNodes, workers).
+Target (issue #3): overhead <= 3 s per round, < 4 GB in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from kosmos_fl.data.generate import generate_dataset
+from kosmos_fl.localfed import LocalFederation, read_progress
+
+console = Console()
+CLIENT_BEARINGS = [["Bearing1_1", "Bearing1_2"], ["Bearing2_1", "Bearing2_2"], ["Bearing3_1", "Bearing3_2"]]
+TEST_BEARINGS = ["Bearing1_3", "Bearing2_3", "Bearing3_3"]
+
+
+class MemorySampler(threading.Thread):
+    """Peak summed PSS (proportional set size) of the federation's process trees, every 0.2 s."""
+
+    def __init__(self, fed: LocalFederation) -> None:
+        super().__init__(daemon=True)
+        self.fed = fed
+        self.peak = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            total = 0
+            seen: set[int] = set()
+            for pid in self.fed.pids():
+                try:
+                    root = psutil.Process(pid)
+                    procs = [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    continue
+                for p in procs:
+                    if p.pid in seen:
+                        continue
+                    seen.add(p.pid)
+                    with contextlib.suppress(psutil.Error):
+                        # PSS: shared pages (torch libraries, forked children) counted once overall
+                        total += p.memory_full_info().pss
+            self.peak = max(self.peak, total)
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join()
+
+
+def run_session(root: Path, data: Path, rounds: int, model: str, warm: bool) -> dict[str, Any]:
+    fed = LocalFederation(root)
+    sampler = MemorySampler(fed)
+    try:
+        fed.start_server(
+            num_clients=3,
+            n_federated_train_epoch=rounds,
+            data_path=str(data),
+            test_bearings=TEST_BEARINGS,
+            usecase={"name": "BearingUseCase", "broadcast_params": {"model": model}},
+        )
+        sampler.start()
+        t0 = time.monotonic()
+        for i, bearings in enumerate(CLIENT_BEARINGS):
+            fed.start_client(
+                f"client-{i}", data_path=str(data), bearings=bearings, warm_clientapp=warm, torch_threads=1
+            )
+        done = fed.wait_sessions(1, timeout=900)[0]
+        wall = time.monotonic() - t0
+    finally:
+        sampler.stop()
+        fed.stop()
+    if done["status"] != "completed":
+        raise SystemExit(f"session failed: {done.get('reason')}")
+    rows = [r for r in read_progress(Path(done["progress"])) if r["round"] > 0]
+    return {"rows": rows, "peak_rss": sampler.peak, "wall": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--model", choices=["cnn", "ffnn"], default="cnn")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kosmos-bench-") as tmp:
+        root = Path(tmp)
+        data = root / "data"
+        generate_dataset(data, bearings=[b for bs in CLIENT_BEARINGS for b in bs] + TEST_BEARINGS, seed=0)
+        results = {}
+        for label, warm in (("baseline (Flower cold start)", False), ("kosmos-fl warm SuperExec", True)):
+            console.print(f"running {args.rounds} rounds: {label} ...")
+            results[label] = run_session(root / label.split()[0], data, args.rounds, args.model, warm)
+
+    table = Table(title=f"Round overhead, 3 clients, {args.model}, {args.rounds} rounds (seconds)")
+    for col in ("variant", "round", "train phase", "slowest client compute", "overhead", "server eval"):
+        table.add_column(col, justify="right")
+    summary = {}
+    for label, res in results.items():
+        overheads = []
+        for r in res["rows"]:
+            over = r["train_phase_seconds"] - r["client_compute_seconds_max"]
+            overheads.append(over)
+            table.add_row(label, str(r["round"]), f"{r['train_phase_seconds']:.2f}",
+                          f"{r['client_compute_seconds_max']:.2f}", f"{over:.2f}", f"{r['eval_seconds']:.2f}")  # fmt: skip
+        summary[label] = (statistics.mean(overheads), max(overheads), res["peak_rss"], res["wall"])
+    console.print(table)
+    out = Table(title="Summary")
+    for col in ("variant", "mean overhead s", "max overhead s", "peak total PSS GB", "session wall s"):
+        out.add_column(col, justify="right")
+    for label, (mean, worst, rss, wall) in summary.items():
+        out.add_row(label, f"{mean:.2f}", f"{worst:.2f}", f"{rss / 1e9:.2f}", f"{wall:.1f}")
+    console.print(out)
+    (base_mean, *_), (warm_mean, *_) = summary.values()
+    console.print(f"overhead ratio warm / baseline: {warm_mean / base_mean:.2f} "
+                  f"(target: <= 3 s per round; measured {warm_mean:.2f} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+# MLflow tracking server with the Model Registry (SQLite) and proxied artifacts, on port 5000.
+FROM python:3.11-slim-bookworm
+ENV PIP_NO_CACHE_DIR=1
+RUN pip install "mlflow>=3.10,<4" && mkdir -p /mlflow
+VOLUME /mlflow
+EXPOSE 5000
+CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", \
+     "--backend-store-uri", "sqlite:////mlflow/mlflow.db", \
+     "--artifacts-destination", "/mlflow/artifacts", "--serve-artifacts", \
+     "--allowed-hosts", "*"]

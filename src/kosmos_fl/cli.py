@@ -1,0 +1,164 @@
+"""The ``kosmos-fl`` command. Sub-commands live next to the code they drive; this file mounts them.
+
+User mistakes surface as :class:`kosmos_fl.errors.KosmosError` and are printed as one line
+(``error: ...``) with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from kosmos_fl import __version__
+from kosmos_fl.data.cli import app as data_app
+from kosmos_fl.errors import FederationError, KosmosError
+
+app = typer.Typer(
+    name="kosmos-fl",
+    help="Federated learning of remaining useful life (RUL) for predictive maintenance.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data", help="Prepare, generate and inspect bearing / turbofan data.")
+
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kosmos-fl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+) -> None:
+    """Federated learning of remaining useful life (RUL) for predictive maintenance."""
+
+
+def _logging(verbose: bool) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+    )
+
+
+CONFIG_HELP = (
+    "YAML config file (2021 keys; default ./config.yaml or ./client.yaml if present); "
+    "DYNACONF_<key> environment variables override it."
+)
+
+
+def _default_file(name: str) -> Path | None:
+    path = Path(name)
+    return path if path.is_file() else None
+
+
+@app.command()
+def server(
+    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the KOSMoS server: Socket.IO control plane, Flower SuperLink, sessions, MLflow."""
+    import asyncio
+
+    from kosmos_fl.config import load_server_config
+    from kosmos_fl.coordinator.server import serve
+
+    _logging(verbose)
+    config = config or _default_file("config.yaml")
+    cfg = load_server_config(config)
+    base = config.parent.resolve() if config else Path.cwd()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(cfg, base))
+
+
+@app.command()
+def client(
+    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    name: str | None = typer.Option(None, "--name", help="Client name shown to the server."),
+    once: bool = typer.Option(False, "--once", help="Exit after one training session."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run a KOSMoS client: check criteria, register, train when the server starts a session."""
+    import asyncio
+
+    from kosmos_fl.config import load_client_config
+    from kosmos_fl.coordinator.client import KosmosClient
+
+    _logging(verbose)
+    config = config or _default_file("client.yaml")
+    cfg = load_client_config(config, client_name=name)
+    base = config.parent.resolve() if config else Path.cwd()
+    with contextlib.suppress(KeyboardInterrupt):
+        result = asyncio.run(KosmosClient(cfg, base, once=once).run())
+        if once and (result is None or result.get("status") != "completed"):
+            raise FederationError(f"the session did not complete: {(result or {}).get('reason')}")
+
+
+@app.command()
+def predict(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="MLflow model URI, e.g. models:/kosmos-BearingUseCase/1"
+    ),
+    data: Path = typer.Option(..., "--data", "-d", help="Folder of bearings (or data file of the use case)."),
+    all_rows: bool = typer.Option(False, "--all", help="Predict every snapshot, not only the last."),
+    mlflow_uri: str = typer.Option("./mlruns", "--mlflow", help="mlflow_server_address the model lives in."),
+) -> None:
+    """Print predicted remaining useful life as CSV (first columns: unit, RUL)."""
+    from kosmos_fl.serving import predict_csv
+
+    sys.stdout.write(predict_csv(model, data, all_rows=all_rows, mlflow_address=mlflow_uri))
+
+
+@app.command()
+def demo(
+    data: Path | None = typer.Option(None, "--data", help="Real FEMTO bearing folders (default: generated)."),
+    usecase: str = typer.Option("BearingUseCase", "--usecase", help="Use case to run."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Federated rounds (default: config)."),
+    work_dir: Path = typer.Option(Path("kosmos-work/demo"), "--work-dir", help="Where everything goes."),
+    mlflow_uri: str = typer.Option("./mlruns", "--mlflow", help="MLflow store (path or URL)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Server config to start from."),
+) -> None:
+    """Run a whole federation on this machine: server + 3 clients as processes, one session."""
+    from kosmos_fl.demo import run_demo
+
+    run_demo(
+        data=data, usecase=usecase, rounds=rounds, work_dir=work_dir, mlflow_address=mlflow_uri, config=config
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the Typer app and turn user errors into one clean line."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except KosmosError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The KOSMoS client: checks its criteria, registers over Socket.IO and trains when told to.
+
+On ``start_train`` it starts a Flower SuperNode that dials the server's SuperLink; the ClientApp run
+by that SuperNode reads the session spec this client wrote (use case, data path, its bearings), so
+local data paths never leave the site. On ``end_train`` the SuperNode stops and the client either
+exits (``--once``) or registers again for the next session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import socketio
+from pydantic import ValidationError
+
+from kosmos_fl.config import ClientConfig
+from kosmos_fl.coordinator.protocol import StartTrain
+from kosmos_fl.coordinator.signals import install_stop_signals
+from kosmos_fl.errors import KosmosError
+from kosmos_fl.fl import runtime
+from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.usecases import usecase_class
+
+log = logging.getLogger("kosmos_fl.client")
+
+
+def check_criteria(config: ClientConfig, base_dir: Path) -> dict[str, Any]:
+    """The ``client_criteria`` answer: does this site hold enough readable data? Says why not."""
+    try:
+        cls = usecase_class(config.usecase.name)
+    except KosmosError as exc:
+        return {"criteria_are_met": False, "reason": str(exc)}
+    answer: dict[str, Any] = {"usecase": {"name": cls.name, "version": cls.version}}
+    data_path = _resolve(config.data_path, base_dir)
+    if not data_path.exists():
+        return {**answer, "criteria_are_met": False, "reason": f"data_path {data_path} does not exist"}
+    try:
+        summary = cls(config.usecase.params).data_summary(data_path, config.selection(None))
+    except KosmosError as exc:
+        return {**answer, "criteria_are_met": False, "reason": str(exc)}
+    samples = int(summary.get("samples", 0))
+    if samples < config.min_samples:
+        return {
+            **answer,
+            "criteria_are_met": False,
+            "data_summary": summary,
+            "reason": f"only {samples} labelled samples, at least {config.min_samples} needed",
+        }
+    return {**answer, "criteria_are_met": True, "data_summary": summary}
+
+
+def _resolve(value: str, base_dir: Path) -> Path:
+    p = Path(value).expanduser()
+    return (p if p.is_absolute() else base_dir / p).resolve()
+
+
+class KosmosClient:
+    """One site's control-plane client."""
+
+    def __init__(self, config: ClientConfig, base_dir: Path | None = None, once: bool = False) -> None:
+        self.config = config
+        self.base_dir = (base_dir or Path.cwd()).resolve()
+        self.once = once
+        self.name = config.client_name or "client"
+        self.work_dir = _resolve(config.work_dir, self.base_dir) / self.name
+        self.supernode: runtime.ManagedProcess | None = None
+        self.done = asyncio.Event()
+        self.last_result: dict[str, Any] | None = None
+        self.sio = socketio.AsyncClient(
+            reconnection=True,
+            reconnection_delay=config.retry_initial,
+            reconnection_delay_max=config.retry_max,
+            logger=False,
+        )
+        self.sio.on("connect", self.on_connect)
+        self.sio.on("disconnect", self.on_disconnect)
+        self.sio.on("registered", self.on_registered)
+        self.sio.on("start_train", self.on_start_train)
+        self.sio.on("end_train", self.on_end_train)
+        self.sio.on("error", self.on_error)
+
+    async def register(self) -> None:
+        answer = await asyncio.to_thread(check_criteria, self.config, self.base_dir)
+        answer["client_name"] = self.name
+        if not answer["criteria_are_met"]:
+            log.warning("criteria not met: %s", answer.get("reason"))
+        await self.sio.emit("client_criteria", answer)
+
+    async def on_connect(self) -> None:
+        log.info("connected to %s", self.config.socketio_address)
+        if self.supernode is None:
+            await self.register()
+
+    async def on_disconnect(self, reason: Any = None) -> None:
+        log.warning("disconnected from the server (%s); reconnecting", reason)
+
+    async def on_registered(self, data: dict[str, Any]) -> None:
+        log.info(
+            "server: %s (%s of %s waiting)%s",
+            data.get("state"),
+            data.get("waiting"),
+            data.get("needed"),
+            f" - {data['reason']}" if data.get("reason") else "",
+        )
+
+    async def on_error(self, data: Any) -> None:
+        log.error("server refused a message: %s", data)
+
+    async def on_start_train(self, data: Any) -> None:
+        try:
+            msg = StartTrain.model_validate(data)
+            usecase_class(msg.usecase_name, msg.usecase_version)  # refuse unknown / other version
+        except (ValidationError, KosmosError) as exc:
+            log.error("cannot join the session: %s", exc)
+            await self.sio.emit("client_criteria", {"criteria_are_met": False, "reason": str(exc)})
+            return
+        session_dir = self.work_dir / "sessions" / msg.session_id
+        params = {**self.config.usecase.params, **msg.usecase_params}
+        spec = NodeSpec(
+            session_id=msg.session_id,
+            client_id=msg.client_id,
+            usecase_name=msg.usecase_name,
+            usecase_version=msg.usecase_version,
+            usecase_params=params,
+            data_path=str(_resolve(self.config.data_path, self.base_dir)),
+            selection=self.config.selection(msg.client_id),
+            torch_threads=self.config.torch_threads,
+        )
+        spec_path = spec.write(session_dir / "node.json")
+        log.info(
+            "start_train: session %s as client %d, Flower at %s, MLflow run %s",
+            msg.session_id,
+            msg.client_id,
+            msg.flwr_server_address,
+            msg.mlflow_run_id,
+        )
+        await self._stop_supernode()
+        self.supernode = await asyncio.to_thread(
+            runtime.start_supernode,
+            msg.flwr_server_address,
+            {"session-file": str(spec_path), "client-id": msg.client_id},
+            self.work_dir / "flower",
+            session_dir / "supernode.log",
+            warm=self.config.warm_clientapp,
+        )
+
+    async def on_end_train(self, data: dict[str, Any]) -> None:
+        self.last_result = data
+        log.info(
+            "end_train: session %s %s%s",
+            data.get("session_id"),
+            data.get("status"),
+            f" - {data['reason']}" if data.get("reason") else "",
+        )
+        await self._stop_supernode()
+        if self.once:
+            self.done.set()
+        else:
+            await self.register()
+
+    async def _stop_supernode(self) -> None:
+        if self.supernode is not None:
+            await asyncio.to_thread(self.supernode.stop)
+            self.supernode = None
+
+    async def run(self) -> dict[str, Any] | None:
+        """Connect (with back-off), serve sessions; returns the last end_train payload."""
+        install_stop_signals(self.done)
+        url = f"http://{self.config.socketio_address}"
+        attempt = 0
+        delay = self.config.retry_initial
+        while True:
+            try:
+                await self.sio.connect(url, transports=["websocket"], wait_timeout=10)
+                break
+            except socketio.exceptions.ConnectionError as exc:
+                if self.done.is_set():
+                    return None
+                attempt += 1
+                if self.config.retry_attempts and attempt >= self.config.retry_attempts:
+                    raise KosmosError(
+                        f"cannot reach the KOSMoS server at {self.config.socketio_address} after "
+                        f"{attempt} attempts ({exc}); check socketio_address and that the server runs"
+                    ) from None
+                log.warning("server %s not reachable (%s); retrying in %.1f s", url, exc, delay)
+                with contextlib.suppress(TimeoutError):  # a stop signal ends the wait early
+                    await asyncio.wait_for(self.done.wait(), delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.config.retry_max)
+        try:
+            await self.done.wait()
+        finally:
+            await self._stop_supernode()
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect()
+        return self.last_result

@@ -1,0 +1,454 @@
+"""The KOSMoS server: Socket.IO control plane plus the Flower SuperLink it drives.
+
+Clients connect over Socket.IO and answer ``client_criteria``. When ``num_clients`` eligible clients
+wait, the server creates the session's MLflow run, writes the session spec, submits the Flower run
+to its SuperLink and emits ``start_train`` to each client, which then starts a SuperNode. When the
+ServerApp writes its result (or Flower reports the run over), the server emits ``end_train`` and the
+next group of waiting clients can start another session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from kosmos_fl import __version__
+from kosmos_fl.config import ServerConfig, split_address
+from kosmos_fl.coordinator.protocol import MAX_MESSAGE_BYTES, EndTrain, StartTrain, parse_criteria
+from kosmos_fl.coordinator.signals import install_stop_signals
+from kosmos_fl.errors import FederationError, KosmosError, ProtocolError
+from kosmos_fl.fl import runtime, strategies
+from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
+from kosmos_fl.fl.tracking import create_session_run, fail_run, tracking_uri
+from kosmos_fl.usecases import usecase_class
+
+log = logging.getLogger("kosmos_fl.server")
+
+
+@dataclass
+class ClientRecord:
+    sid: str
+    address: str
+    host: str
+    connected_at: float
+    state: str = "connected"  # connected | eligible | ineligible | training
+    name: str | None = None
+    criteria: dict[str, Any] | None = None
+    reason: str | None = None
+    last_seen: float = field(default_factory=time.time)
+
+
+@dataclass
+class Session:
+    session_id: str
+    sids: list[str]
+    out_dir: Path
+    mlflow_run_id: str
+    started_at: float
+    flower_run_id: int | None = None
+    status: str = "starting"
+    result: dict[str, Any] | None = None
+
+
+class Coordinator:
+    """Owns the control plane state; one training session at a time."""
+
+    def __init__(self, config: ServerConfig, base_dir: Path | None = None) -> None:
+        self.config = config
+        self.base_dir = (base_dir or Path.cwd()).resolve()
+        self.work_dir = self._path(config.work_dir)
+        self.flwr_home = self.work_dir / "flower"
+        self.mlflow_uri = tracking_uri(config.mlflow_server_address, self.base_dir)
+        self.usecase_cls = usecase_class(config.usecase.name)
+        self.clients: dict[str, ClientRecord] = {}
+        self.waiting: list[str] = []
+        self.session: Session | None = None
+        self.sessions_done: list[dict[str, Any]] = []
+        self.superlink: runtime.ManagedProcess | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._remind_tasks: dict[str, asyncio.Task[None]] = {}
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            max_http_buffer_size=MAX_MESSAGE_BYTES,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.on("connect", self.on_connect)
+        self.sio.on("disconnect", self.on_disconnect)
+        self.sio.on("client_criteria", self.on_client_criteria)
+        self.sio.on("*", self.on_unknown)
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.app.router.add_get("/status", self.http_status)
+        self.app.router.add_get("/health", self.http_health)
+        # validate the strategy before anyone connects: a typo must fail at start-up
+        strategies.build(
+            config.strategy.name, config.strategy.params, config.num_clients, self.min_fit_clients
+        )
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return (p if p.is_absolute() else self.base_dir / p).resolve()
+
+    @property
+    def min_fit_clients(self) -> int:
+        return self.config.num_clients
+
+    def flwr_address_for(self, client_host: str) -> str:
+        """The SuperLink address a client should dial: the public address if configured, else
+        the host the client reached us on with the SuperLink's port."""
+        if self.config.flwr_public_address:
+            return self.config.flwr_public_address
+        host, port = split_address(self.config.flwr_server_address, "flwr_server_address")
+        if host in ("0.0.0.0", "::", ""):
+            host = client_host or "127.0.0.1"
+        return f"{host}:{port}"
+
+    def status(self) -> dict[str, Any]:
+        """Snapshot of the federation for ``/status`` (and later the dashboard)."""
+        s = self.session
+        return {
+            "version": __version__,
+            "num_clients": self.config.num_clients,
+            "clients": [
+                {
+                    "sid": c.sid,
+                    "name": c.name,
+                    "address": c.address,
+                    "state": c.state,
+                    "reason": c.reason,
+                    "last_seen": c.last_seen,
+                }
+                for c in self.clients.values()
+            ],
+            "waiting": len(self.waiting),
+            "session": None
+            if s is None
+            else {
+                "session_id": s.session_id,
+                "status": s.status,
+                "out_dir": str(s.out_dir),
+                "mlflow_run_id": s.mlflow_run_id,
+                "flower_run_id": s.flower_run_id,
+            },
+            "sessions_done": self.sessions_done,
+            "mlflow_tracking_uri": self.mlflow_uri,
+        }
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    async def http_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def http_health(self, request: web.Request) -> web.Response:
+        ok = self.superlink is None or self.superlink.alive()
+        return web.json_response({"ok": ok}, status=200 if ok else 503)
+
+    # -- Socket.IO events -----------------------------------------------------------------------
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        host = str(environ.get("HTTP_HOST", "")).rsplit(":", 1)[0].strip("[]")
+        peer = environ.get("REMOTE_ADDR") or "?"
+        self.clients[sid] = ClientRecord(sid=sid, address=str(peer), host=host, connected_at=time.time())
+        log.info("client %s connected from %s", sid, peer)
+        self._remind_tasks[sid] = asyncio.create_task(self._remind_missing_criteria(sid))
+
+    async def _remind_missing_criteria(self, sid: str) -> None:
+        """A client that never answers is told what is missing (and stays out of training)."""
+        await asyncio.sleep(self.config.criteria_timeout)
+        rec = self.clients.get(sid)
+        if rec is not None and rec.criteria is None:
+            await self._reject(
+                sid,
+                "client_criteria",
+                f"no client_criteria received within {self.config.criteria_timeout:.0f} s of connecting; "
+                'send {"criteria_are_met": true|false} to take part in training',
+            )
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        rec = self.clients.pop(sid, None)
+        task = self._remind_tasks.pop(sid, None)
+        if task is not None:
+            task.cancel()
+        if sid in self.waiting:
+            self.waiting.remove(sid)
+        log.info(
+            "client %s disconnected (%s)%s",
+            sid,
+            reason,
+            " while training" if rec and rec.state == "training" else "",
+        )
+
+    async def on_unknown(self, event: str, sid: str, *args: Any) -> None:
+        await self._reject(sid, event, f"unknown event '{event}'; this server understands client_criteria")
+
+    async def _reject(self, sid: str, event: str, message: str) -> None:
+        log.warning("client %s: %s", sid, message)
+        rec = self.clients.get(sid)
+        if rec is not None:
+            rec.reason = message
+        await self.sio.emit("error", {"event": event, "message": message}, to=sid)
+
+    async def on_client_criteria(self, sid: str, data: Any = None) -> None:
+        rec = self.clients.get(sid)
+        if rec is None:
+            return
+        rec.last_seen = time.time()
+        try:
+            if len(json.dumps(data, default=str)) > MAX_MESSAGE_BYTES:
+                raise ProtocolError(f"client_criteria is larger than {MAX_MESSAGE_BYTES} bytes")
+            criteria = parse_criteria(data)
+        except ProtocolError as exc:
+            await self._reject(sid, "client_criteria", str(exc))
+            return
+        if rec.state == "training":
+            await self._reject(sid, "client_criteria", "already training in a session; wait for end_train")
+            return
+        rec.name = criteria.client_name or rec.name
+        rec.criteria = criteria.model_dump()
+        uc = criteria.usecase
+        if uc is not None and (uc.name != self.usecase_cls.name or uc.version != self.usecase_cls.version):
+            rec.state, rec.reason = (
+                "ineligible",
+                (
+                    f"use case mismatch: server runs {self.usecase_cls.name} {self.usecase_cls.version}, "
+                    f"client offers {uc.name} {uc.version}"
+                ),
+            )
+        elif not criteria.criteria_are_met:
+            rec.state, rec.reason = "ineligible", criteria.reason or "criteria not met"
+        else:
+            rec.state, rec.reason = "eligible", None
+            if sid not in self.waiting:
+                self.waiting.append(sid)
+        log.info(
+            "client %s (%s): %s%s", sid, rec.name or "-", rec.state, f" ({rec.reason})" if rec.reason else ""
+        )
+        await self.sio.emit(
+            "registered",
+            {
+                "state": rec.state,
+                "reason": rec.reason,
+                "waiting": len(self.waiting),
+                "needed": self.config.num_clients,
+            },
+            to=sid,
+        )
+        await self.maybe_start_session()
+
+    # -- sessions -------------------------------------------------------------------------------
+    async def maybe_start_session(self) -> None:
+        async with self._lock:
+            if self.session is not None or len(self.waiting) < self.config.num_clients:
+                return
+            sids = self.waiting[: self.config.num_clients]
+            del self.waiting[: self.config.num_clients]
+            session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            self.session = Session(
+                session_id=session_id,
+                sids=sids,
+                out_dir=self.work_dir / "sessions" / session_id,
+                mlflow_run_id="",
+                started_at=time.time(),
+            )
+            for sid in sids:
+                self.clients[sid].state = "training"
+            self._session_task = asyncio.create_task(self._run_session(self.session))
+
+    async def _run_session(self, s: Session) -> None:
+        try:
+            await self._start_session(s)
+            await self._watch_session(s)
+        except KosmosError as exc:
+            s.status, s.result = "failed", {"status": "failed", "reason": str(exc)}
+        except Exception as exc:  # never let one session take the server down
+            log.exception("session %s crashed", s.session_id)
+            s.status, s.result = "failed", {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        finally:
+            await self._finish_session(s)
+
+    async def _start_session(self, s: Session) -> None:
+        cfg = self.config
+        s.out_dir.mkdir(parents=True, exist_ok=True)
+        tags = {**cfg.tags, "kosmos.session_id": s.session_id, "kosmos.version": __version__}
+        s.mlflow_run_id = await asyncio.to_thread(
+            create_session_run,
+            self.mlflow_uri,
+            cfg.mlflow_experiment_name,
+            f"session-{s.session_id}",
+            tags,
+        )
+        params = {**cfg.usecase.params, **cfg.usecase.broadcast_params}
+        spec = SessionSpec(
+            session_id=s.session_id,
+            out_dir=str(s.out_dir),
+            usecase_name=self.usecase_cls.name,
+            usecase_version=self.usecase_cls.version,
+            usecase_params=params,
+            num_clients=cfg.num_clients,
+            min_fit_clients=self.min_fit_clients,
+            num_rounds=cfg.n_federated_train_epoch,
+            strategy_name=cfg.strategy.name,
+            strategy_params=cfg.strategy.params,
+            local_epochs=cfg.training.local_epochs,
+            learning_rate=cfg.training.learning_rate,
+            batch_size=cfg.training.batch_size,
+            seed=cfg.training.seed,
+            data_path=str(self._path(cfg.data_path)),
+            test_names=list(cfg.test_bearings),
+            mlflow_tracking_uri=self.mlflow_uri,
+            mlflow_run_id=s.mlflow_run_id,
+            registered_model_name=cfg.registered_model_name or f"kosmos-{self.usecase_cls.name}",
+            round_timeout=cfg.round_timeout,
+            join_timeout=cfg.join_timeout,
+        )
+        spec_path = spec.write(s.out_dir / "session.json")
+        s.flower_run_id = await asyncio.to_thread(
+            runtime.submit_run, self.flwr_home, {"session-file": str(spec_path)}, s.out_dir
+        )
+        s.status = "running"
+        log.info(
+            "session %s started: Flower run %s, MLflow run %s, clients %s",
+            s.session_id,
+            s.flower_run_id,
+            s.mlflow_run_id,
+            s.sids,
+        )
+        for client_id, sid in enumerate(s.sids):
+            rec = self.clients.get(sid)
+            msg = StartTrain(
+                client_id=client_id,
+                mlflow_experiment_name=cfg.mlflow_experiment_name,
+                mlflow_server_address=cfg.mlflow_server_address,
+                mlflow_run_id=s.mlflow_run_id,
+                flwr_server_address=self.flwr_address_for(rec.host if rec else ""),
+                usecase_name=self.usecase_cls.name,
+                usecase_params=cfg.usecase.broadcast_params,
+                usecase_version=self.usecase_cls.version,
+                session_id=s.session_id,
+                num_clients=cfg.num_clients,
+                n_federated_train_epoch=cfg.n_federated_train_epoch,
+            )
+            await self.sio.emit("start_train", msg.model_dump(), to=sid)
+
+    async def _watch_session(self, s: Session) -> None:
+        """Wait for the ServerApp's result file; ask Flower now and then in case it died."""
+        result_path = s.out_dir / RESULT_FILE
+        last_check = time.monotonic()
+        while True:
+            if result_path.exists():
+                s.result = json.loads(result_path.read_text(encoding="utf-8"))
+                s.status = str(s.result.get("status", "failed"))
+                return
+            if self.superlink is not None and not self.superlink.alive():
+                raise FederationError("the Flower SuperLink died during the session")
+            if time.monotonic() - last_check > 10 and s.flower_run_id is not None:
+                last_check = time.monotonic()
+                status = await asyncio.to_thread(
+                    runtime.run_status, self.flwr_home, s.flower_run_id, s.out_dir
+                )
+                if status.startswith("finished"):
+                    await asyncio.sleep(1.0)  # the result file may land right after
+                    if not result_path.exists():
+                        raise FederationError(f"Flower run ended ({status}) without a result")
+            await asyncio.sleep(0.3)
+
+    async def _finish_session(self, s: Session) -> None:
+        result = s.result or {"status": "failed", "reason": "unknown"}
+        if result.get("status") != "completed":
+            log.error("session %s failed: %s", s.session_id, result.get("reason"))
+            if s.mlflow_run_id:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(
+                        fail_run, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason"))
+                    )
+            if s.flower_run_id is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id, s.out_dir)
+        else:
+            log.info("session %s completed: %s", s.session_id, result.get("model_uri"))
+        end = EndTrain(
+            session_id=s.session_id,
+            status="completed" if result.get("status") == "completed" else "failed",
+            reason=result.get("reason"),
+            model_uri=result.get("model_uri"),
+            mlflow_run_id=s.mlflow_run_id,
+        )
+        for sid in s.sids:
+            rec = self.clients.get(sid)
+            if rec is not None:
+                rec.state = "connected"
+            with contextlib.suppress(Exception):
+                await self.sio.emit("end_train", end.model_dump(), to=sid)
+        self.sessions_done.append(
+            {
+                "session_id": s.session_id,
+                "status": end.status,
+                "reason": end.reason,
+                "model_uri": end.model_uri,
+                "mlflow_run_id": s.mlflow_run_id,
+                "out_dir": str(s.out_dir),
+                "progress": str(s.out_dir / PROGRESS_FILE),
+            }
+        )
+        self.session = None
+        await self.maybe_start_session()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> web.AppRunner:
+        """Start the SuperLink and the Socket.IO/HTTP server; returns the aiohttp runner."""
+        host, port = split_address(self.config.flwr_server_address, "flwr_server_address")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.superlink = await asyncio.to_thread(
+            runtime.start_superlink, host, port, self.flwr_home, self.work_dir / "logs" / "superlink.log"
+        )
+        sio_host, sio_port = split_address(self.config.socketio_address, "socketio_address")
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, sio_host, sio_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            self.stop()
+            raise FederationError(
+                f"cannot listen on socketio_address {self.config.socketio_address}: {exc.strerror}; "
+                "choose a free port"
+            ) from None
+        log.info(
+            "KOSMoS server listening on %s (Socket.IO), SuperLink on %s, MLflow %s",
+            self.config.socketio_address,
+            self.config.flwr_server_address,
+            self.mlflow_uri,
+        )
+        return runner
+
+    def stop(self) -> None:
+        if self.superlink is not None:
+            self.superlink.stop()
+
+
+async def serve(config: ServerConfig, base_dir: Path | None = None, ready_file: Path | None = None) -> None:
+    """Run the server until cancelled (Ctrl-C / SIGTERM)."""
+    coord = Coordinator(config, base_dir)
+    runner = await coord.start()
+    if ready_file is not None:
+        ready_file.write_text(json.dumps({"socketio_address": config.socketio_address}), encoding="utf-8")
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    try:
+        await stop.wait()
+    finally:
+        if coord._session_task is not None:
+            coord._session_task.cancel()
+        await runner.cleanup()
+        coord.stop()

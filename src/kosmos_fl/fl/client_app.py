@@ -1,0 +1,58 @@
+"""The Flower ClientApp of a KOSMoS session: local training on the site's own data.
+
+Flower starts it per message; the SuperNode's ``--node-config session-file=...`` points at the
+:class:`~kosmos_fl.fl.session.NodeSpec` the KOSMoS client wrote when ``start_train`` arrived, so the
+data path never leaves the site.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
+from kosmos_fl.usecases import load_usecase
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received global model for the configured local epochs; reply with new weights."""
+    t0 = time.monotonic()
+    spec = NodeSpec.read(str(context.node_config["session-file"]))
+    if spec.torch_threads:
+        torch.set_num_threads(spec.torch_threads)
+    config = msg.content["config"]
+    server_round = int(config["server-round"])
+    seed = int(config["seed"]) + 1000 * spec.client_id + server_round
+    seed_everything(seed)
+    usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
+    data = usecase.client_dataset(Path(spec.data_path), spec.selection)
+    model = usecase.build_model()
+    set_weights(model, msg.content["arrays"].to_numpy_ndarrays())
+    loss = train_epochs(
+        model,
+        data.x,
+        data.y,
+        epochs=int(config["local-epochs"]),
+        lr=float(config["learning-rate"]),
+        batch_size=int(config["batch-size"]),
+        seed=seed,
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+    )
+    metrics = MetricRecord(
+        {
+            "num-examples": len(data),
+            "train_loss": float(loss),
+            "client-id": spec.client_id,
+            "compute-seconds": time.monotonic() - t0,
+        }
+    )
+    content = RecordDict({"arrays": ArrayRecord(get_weights(model)), "metrics": metrics})
+    return Message(content=content, reply_to=msg)

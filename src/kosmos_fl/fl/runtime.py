@@ -1,0 +1,238 @@
+"""Start and drive Flower's long-running processes (SuperLink, SuperNode) and submit runs.
+
+Only this module knows Flower's command lines, so a Flower upgrade touches one file. Every process
+is started in its own process group and stopped with the whole group, so nothing Flower spawns
+(SuperExec, ServerApp, ClientApp processes) outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kosmos_fl.errors import FederationError
+
+APP_DIR = Path(__file__).parent / "app"
+CONNECTION = "kosmos"
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for Flower processes: our venv's tools first on PATH (the SuperLink and
+    SuperNode spawn ``flower-superexec``/``flwr-*app`` by name), private FLWR_HOME, no telemetry."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["FLWR_HOME"] = str(flwr_home)
+    env["FLWR_TELEMETRY_ENABLED"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An unused TCP port on ``host`` (for per-process runtime APIs on one machine)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the kernel SIGTERM this child when the process that started it dies, so that a
+    crashed or killed server or client never leaves an orphaned SuperLink/SuperNode behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _tool(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own process group, with its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    #: Processes that belong to this one and stop with it (e.g. a SuperNode's warm SuperExec).
+    companions: list[ManagedProcess] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, name: str, args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+    ) -> ManagedProcess:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as fh:
+            fh.write(f"$ {shlex.join(args)}\n".encode())
+            proc = subprocess.Popen(
+                args,
+                env=env,
+                cwd=cwd,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        return cls(name, proc, log_path)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the whole group, SIGKILL what is left after ``timeout``; companions too."""
+        for companion in self.companions:
+            companion.stop(timeout)
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # children that left the group early are still in the session; kill stragglers by group id
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def write_connection(flwr_home: Path, address: str) -> None:
+    """Point the ``flwr`` CLI (run submission) at the local SuperLink's Control API."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "{address}"\ninsecure = true\n',
+        encoding="utf-8",
+    )
+
+
+def wait_http(url: str, timeout: float, proc: ManagedProcess | None = None) -> None:
+    """Wait until ``url`` answers (any HTTP status), failing early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise FederationError(f"{proc.name} exited during start-up:\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise FederationError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def start_superlink(
+    host: str, port: int, flwr_home: Path, log_path: Path, database: Path | None = None
+) -> ManagedProcess:
+    """Start the SuperLink (Fleet, Control and Runtime APIs on ``host:port``)."""
+    args = [
+        _tool("flower-superlink"),
+        "--insecure",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
+    if database is not None:
+        args += ["--database", str(database)]
+    proc = ManagedProcess.start("SuperLink", args, flower_env(flwr_home), log_path)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    wait_http(f"http://{local}:{port}/health", 60.0, proc)
+    write_connection(flwr_home, f"{local}:{port}")
+    return proc
+
+
+def start_supernode(
+    superlink: str, node_config: dict[str, Any], flwr_home: Path, log_path: Path, *, warm: bool = True
+) -> ManagedProcess:
+    """Start a SuperNode that connects to ``superlink`` and runs our ClientApp for each message.
+
+    ``warm`` (default) pairs it with :mod:`kosmos_fl.fl.warm_exec`, whose ClientApp processes start
+    with torch and the use case already imported; otherwise Flower's own SuperExec cold-starts one.
+    """
+    cfg = " ".join(f"{k}={json.dumps(v)}" for k, v in node_config.items())
+    port = free_port()
+    args = [
+        _tool("flower-supernode"),
+        "--insecure",
+        "--superlink",
+        superlink,
+        "--node-config",
+        cfg,
+        "--port",
+        str(port),
+    ]
+    if warm:
+        args += ["--isolation", "process"]
+    env = flower_env(flwr_home)
+    node = ManagedProcess.start("SuperNode", args, env, log_path)
+    if warm:
+        exec_args = [sys.executable, "-m", "kosmos_fl.fl.warm_exec", "--runtime-api-address",
+                     f"127.0.0.1:{port}", "--parent-pid", str(node.proc.pid)]  # fmt: skip
+        node.companions.append(ManagedProcess.start("SuperExec", exec_args, env, log_path))
+    return node
+
+
+def submit_run(flwr_home: Path, run_config: dict[str, Any], cwd: Path) -> int:
+    """Submit our Flower app as a new run; returns Flower's run id."""
+    cfg = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
+    args = [_tool("flwr"), "run", str(APP_DIR), CONNECTION, "--run-config", cfg, "--format", "json"]
+    res = subprocess.run(
+        args, env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+    try:
+        doc = json.loads(res.stdout[res.stdout.index("{") :])
+    except ValueError:
+        doc = {}
+    if not doc.get("success"):
+        msg = doc.get("error-message") or (res.stderr or res.stdout).strip()[-800:]
+        raise FederationError(f"Flower refused the training run: {msg}")
+    return int(doc["run-id"])
+
+
+def run_status(flwr_home: Path, run_id: int, cwd: Path) -> str:
+    """Flower's status of a run (``pending``, ``running``, ``finished:completed|failed|stopped``)."""
+    args = [_tool("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"]
+    res = subprocess.run(
+        args, env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    try:
+        doc = json.loads(res.stdout[res.stdout.index("{") :])
+        return str(doc["runs"][0]["status"])
+    except (ValueError, KeyError, IndexError):
+        return "unknown"
+
+
+def stop_run(flwr_home: Path, run_id: int, cwd: Path) -> None:
+    """Ask the SuperLink to stop a run (best effort)."""
+    subprocess.run(
+        [_tool("flwr"), "stop", str(run_id), CONNECTION],
+        env=flower_env(flwr_home),
+        cwd=cwd,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )

@@ -1,0 +1,88 @@
+"""The session spec: everything one training session needs, written by the coordinator as JSON.
+
+Flower passes only flat run-config values to the ServerApp, so the coordinator writes this spec
+next to the session's outputs and hands its path over as ``session-file``. Clients get their own
+smaller spec (:class:`NodeSpec`) through the SuperNode's ``--node-config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.jsonl"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def write(self, path: Path) -> Path:
+        """Write atomically, so a reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def read(cls, path: Path | str) -> Any:
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+class SessionSpec(_Spec):
+    """Server side of one session."""
+
+    session_id: str
+    out_dir: str
+    usecase_name: str
+    usecase_version: str
+    usecase_params: dict[str, Any]
+    num_clients: int
+    min_fit_clients: int
+    num_rounds: int
+    strategy_name: str
+    strategy_params: dict[str, Any] = Field(default_factory=dict)
+    local_epochs: int
+    learning_rate: float
+    batch_size: int
+    seed: int
+    data_path: str
+    test_names: list[str]
+    mlflow_tracking_uri: str
+    mlflow_run_id: str
+    registered_model_name: str
+    round_timeout: float
+    join_timeout: float
+
+
+class NodeSpec(_Spec):
+    """Client side of one session, given to the client's SuperNode."""
+
+    session_id: str
+    client_id: int
+    usecase_name: str
+    usecase_version: str
+    usecase_params: dict[str, Any]
+    data_path: str
+    selection: list[str] | None
+    torch_threads: int | None = None
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write a small JSON document atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line (progress events read live by the demo and the coordinator)."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, default=str) + "\n")
+        fh.flush()

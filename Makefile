@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LINTED := $(wildcard src tests bench examples)
 
 .PHONY: setup demo test lint bench clean
 
@@ -18,16 +19,17 @@ demo: $(STAMP)
 	$(BIN)/kosmos-fl demo $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 test: $(STAMP)
 	bash scripts/services.sh
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_prepare.py
+	$(BIN)/python bench/bench_federation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,9 +4,10 @@
 
 Runs the same session twice in one go, on generated bearings, with real processes on loopback:
 (a) baseline: Flower's own ClientApp start (a fresh Python process per message), and (b) kosmos-fl's
-warm SuperExec. Per round it prints the round's wall time, the slowest client's compute time (from
-the client's own clock) and their difference, the orchestration overhead; and the peak total memory
-(PSS, so shared pages count once) of every process of the federation (server, SuperLink, ServerApp, clients, SuperNodes, workers).
+warm SuperExec. Per round it prints the train phase (global model sent until the last reply), the
+slowest client's compute time (from the client's own clock) and their difference, the orchestration
+overhead; and the peak total memory (PSS, so shared pages count once) of every process of the
+federation (server, SuperLink, ServerApp, clients, SuperNodes, ClientApp processes).
 Target (issue #3): overhead <= 3 s per round, < 4 GB in total.
 """
 
@@ -119,8 +120,14 @@ def main() -> None:
         for r in res["rows"]:
             over = r["train_phase_seconds"] - r["client_compute_seconds_max"]
             overheads.append(over)
-            table.add_row(label, str(r["round"]), f"{r['train_phase_seconds']:.2f}",
-                          f"{r['client_compute_seconds_max']:.2f}", f"{over:.2f}", f"{r['eval_seconds']:.2f}")  # fmt: skip
+            table.add_row(
+                label,
+                str(r["round"]),
+                f"{r['train_phase_seconds']:.2f}",
+                f"{r['client_compute_seconds_max']:.2f}",
+                f"{over:.2f}",
+                f"{r['eval_seconds']:.2f}",
+            )
         summary[label] = (statistics.mean(overheads), max(overheads), res["peak_rss"], res["wall"])
     console.print(table)
     out = Table(title="Summary")

@@ -230,8 +230,8 @@ def unwrap_time_of_day(time_of_day: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
     A backwards jump of more than 12 h is a midnight crossing (+24 h from there on). Snapshots
     that still break the order (clock glitches, duplicates) are outside the longest strictly
-    increasing subsequence; their time is interpolated from the neighbours by file order (or extrapolated with the
-    median period at the ends). Returns ``(seconds, repaired_mask)``.
+    increasing subsequence; their time is interpolated from the neighbours by file order (or
+    extrapolated with the median period at the ends). Returns ``(seconds, repaired_mask)``.
     """
     tod = np.asarray(time_of_day, dtype=np.float64)
     if tod.size == 0:

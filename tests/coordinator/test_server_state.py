@@ -1,0 +1,130 @@
+"""The coordinator's pool and session bookkeeping, driven through its Socket.IO handlers
+in-process (Flower and MLflow are replaced by a recording stand-in for the session run)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kosmos_fl.config import load_server_config
+from kosmos_fl.coordinator.server import Coordinator, Session
+
+
+class Recorder(Coordinator):
+    """Coordinator whose emits are recorded and whose sessions end when the test says so."""
+
+    def __init__(self, tmp_path: Path, **cfg: Any) -> None:
+        config = load_server_config(
+            None, work_dir=str(tmp_path / "w"), mlflow_server_address=str(tmp_path / "m"), **cfg
+        )
+        super().__init__(config, tmp_path)
+        self.emitted: list[tuple[str, str, Any]] = []
+        self.started: list[list[str]] = []
+        self.release = asyncio.Event()
+
+        async def emit(event: str, data: Any = None, to: str | None = None, **_: Any) -> None:
+            self.emitted.append((event, to or "", data))
+
+        self.sio.emit = emit  # type: ignore[method-assign]
+
+    async def _run_session(self, s: Session) -> None:  # type: ignore[override]
+        self.started.append(list(s.sids))
+        await self.release.wait()
+        self.release.clear()
+        s.result = {"status": "completed", "model_uri": "models:/x/1"}
+        await self._finish_session(s)
+
+    def events(self, sid: str, name: str) -> list[Any]:
+        return [d for e, to, d in self.emitted if e == name and to == sid]
+
+
+async def connect(c: Coordinator, sid: str) -> None:
+    await c.on_connect(sid, {"REMOTE_ADDR": "10.0.0.1", "HTTP_HOST": "server:6000"})
+
+
+def test_disconnect_while_waiting_leaves_the_pool(tmp_path: Path) -> None:
+    async def scenario() -> Recorder:
+        c = Recorder(tmp_path, num_clients=2)
+        await connect(c, "a")
+        await c.on_client_criteria("a", {"criteria_are_met": True})
+        assert c.waiting == ["a"]
+        await c.on_disconnect("a")
+        await connect(c, "b")
+        await c.on_client_criteria("b", {"criteria_are_met": True})
+        await asyncio.sleep(0)
+        return c
+
+    c = asyncio.run(scenario())
+    assert c.waiting == ["b"]
+    assert c.started == []  # a left, so only one eligible client: no session
+
+
+def test_ineligible_and_malformed_clients_stay_out(tmp_path: Path) -> None:
+    async def scenario() -> Recorder:
+        c = Recorder(tmp_path, num_clients=1)
+        for sid in ("no", "bad", "wrong-usecase"):
+            await connect(c, sid)
+        await c.on_client_criteria("no", {"criteria_are_met": False, "reason": "too little data"})
+        await c.on_client_criteria("bad", {"criteria_are_met": "maybe"})
+        await c.on_client_criteria(
+            "wrong-usecase",
+            {"criteria_are_met": True, "usecase": {"name": "BearingUseCase", "version": "0.1"}},
+        )
+        await c.on_unknown("whatever", "bad", {})
+        await asyncio.sleep(0)
+        return c
+
+    c = asyncio.run(scenario())
+    assert c.started == [] and c.waiting == []
+    assert c.events("no", "registered")[0]["reason"] == "too little data"
+    assert "criteria_are_met" in c.events("bad", "error")[0]["message"]
+    assert "unknown event 'whatever'" in c.events("bad", "error")[1]["message"]
+    assert "use case mismatch" in c.clients["wrong-usecase"].reason
+
+
+def test_next_group_starts_the_next_session(tmp_path: Path) -> None:
+    async def scenario() -> Recorder:
+        c = Recorder(tmp_path, num_clients=2)
+        for sid in ("a", "b", "c", "d"):
+            await connect(c, sid)
+            await c.on_client_criteria(sid, {"criteria_are_met": True})
+        await asyncio.sleep(0.01)
+        assert c.started == [["a", "b"]]
+        assert c.waiting == ["c", "d"]
+        c.release.set()  # first session ends -> the waiting group starts the second
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if len(c.started) == 2:
+                break
+        c.release.set()
+        await asyncio.sleep(0.05)
+        return c
+
+    c = asyncio.run(scenario())
+    assert c.started == [["a", "b"], ["c", "d"]]
+    assert [s["status"] for s in c.sessions_done] == ["completed", "completed"]
+    assert c.events("a", "end_train")[0]["status"] == "completed"
+    assert c.clients["a"].state == "connected"  # free to register again
+
+
+def test_flower_address_follows_the_clients_view(tmp_path: Path) -> None:
+    c = Recorder(tmp_path, flwr_server_address="0.0.0.0:9092")
+    assert c.flwr_address_for("server") == "server:9092"
+    c2 = Recorder(tmp_path, flwr_server_address="0.0.0.0:9092", flwr_public_address="fl.example.org:443")
+    assert c2.flwr_address_for("server") == "fl.example.org:443"
+
+
+@pytest.mark.parametrize("payload", [{"criteria_are_met": True, "blob": "x" * 70_000}])
+def test_huge_payload_is_refused(tmp_path: Path, payload: dict) -> None:
+    async def scenario() -> Recorder:
+        c = Recorder(tmp_path, num_clients=1)
+        await connect(c, "big")
+        await c.on_client_criteria("big", payload)
+        return c
+
+    c = asyncio.run(scenario())
+    assert c.started == []
+    assert "larger than" in c.events("big", "error")[0]["message"]

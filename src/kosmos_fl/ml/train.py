@@ -68,8 +68,8 @@ def train_epochs(
     """
     loss_fn = loss_fn or nn.functional.mse_loss
     gen = torch.Generator().manual_seed(seed)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    xt = torch.from_numpy(np.array(x, dtype=np.float32))  # copies: inputs may be read-only maps
+    yt = torch.from_numpy(np.array(y, dtype=np.float32))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     global_params = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     model.train()
@@ -103,6 +103,7 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarra
     model.eval()
     outs = []
     for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
+        # a copy per batch: cached inputs are read-only memory maps, which torch must not wrap
+        xb = torch.from_numpy(np.array(x[start : start + batch_size], dtype=np.float32))
         outs.append(model(xb).reshape(-1).double().numpy())
     return np.concatenate(outs) if outs else np.zeros(0)

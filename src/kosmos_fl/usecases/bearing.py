@@ -11,8 +11,7 @@ import pandas as pd
 from torch import nn
 
 from kosmos_fl.config import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
-from kosmos_fl.data.femto import find_bearings
-from kosmos_fl.data.processed import ProcessedBearing, load_bearings
+from kosmos_fl.data.processed import ProcessedBearing, list_bearings, load_bearings
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.models import Cnn2021, Ffnn2021
 from kosmos_fl.ml.train import predict
@@ -67,7 +66,7 @@ class BearingUseCase(UseCase):
     def federation_split(self, data_path: Path, num_clients: int) -> tuple[list[list[str]], list[str]]:
         """The 2021 assignment (client i: Bearing{i+1}_1 and _2) and the PHM 2012 test bearings
         that exist in ``data_path``; a missing client bearing is an error that names it."""
-        found = find_bearings(Path(data_path))
+        found = set(list_bearings(Path(data_path)))  # raw, prepared or 2021 layout
         if num_clients > len(DEFAULT_BEARINGS_PER_CLIENT):
             raise DataError(f"the 2021 bearing assignment covers {len(DEFAULT_BEARINGS_PER_CLIENT)} clients, "
                             f"not {num_clients}")  # fmt: skip

@@ -184,3 +184,13 @@ def info(data_dir: Path = typer.Argument(..., help="Raw, prepared or 2021-layout
         table.add_row(name, _condition(condition), str(n), _hours(life), note)
     console.print(table)
     console.print(f"{len(rows)} bearings, {sum(r[2] for r in rows)} snapshots ({layout} layout)")
+
+
+def _mount_postgres() -> None:
+    """``kosmos-fl data import-postgres``: the command lives with the PostgreSQL code."""
+    from kosmos_fl.data.postgres import import_postgres
+
+    app.command("import-postgres", help="Load a NASA C-MAPSS file into a PostgreSQL table.")(import_postgres)
+
+
+_mount_postgres()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.request
@@ -115,6 +116,22 @@ class LocalFederation:
                 logs = "\n".join(f"--- {p.name}\n{p.tail(30)}" for p in self.procs)
                 raise FederationError(f"{n} session(s) did not finish within {timeout:.0f} s:\n{logs}")
             time.sleep(0.5)
+
+    def predict(self, model_uri: str, data: Path, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+        """Run ``kosmos-fl predict`` against this federation's MLflow store, as a user would."""
+        args = [
+            *CLI,
+            "predict",
+            "--model",
+            model_uri,
+            "--data",
+            str(data),
+            "--mlflow",
+            str(self.root / "mlruns"),
+        ]
+        return subprocess.run(
+            args, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+        )
 
     def pids(self) -> list[int]:
         """Process ids of the started processes that still run (roots of their process trees)."""

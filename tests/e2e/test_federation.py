@@ -68,14 +68,7 @@ def test_two_clients_two_rounds_end_to_end(federation: Federation, generated_bea
     assert mv.run_id == run.info.run_id
 
     # the registered model predicts for any bearing folder, as CSV
-    import subprocess
-    import sys
-
-    res = subprocess.run(
-        [sys.executable, "-m", "kosmos_fl.cli", "predict", "--model", done["model_uri"],
-         "--data", str(generated_bearings), "--mlflow", str(federation.root / "mlruns")],
-        capture_output=True, text=True, env=federation.env, timeout=120, check=False,
-    )  # fmt: skip
+    res = federation.predict(done["model_uri"], generated_bearings)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[0].startswith("bearing,rul_hours")

@@ -3,8 +3,6 @@ turbofan use case on a generated C-MAPSS file; then ``kosmos-fl predict`` uses t
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,11 +62,7 @@ def test_turbofan_session_and_predict(federation: LocalFederation, cmapss_train:
     assert plots == {f"plots/rul_unit{u}.png" for u in test}
     assert done["model_uri"].startswith("models:/kosmos-TurbofanUseCase/")
 
-    res = subprocess.run(
-        [sys.executable, "-m", "kosmos_fl.cli", "predict", "--model", done["model_uri"],
-         "--data", str(cmapss_train), "--mlflow", str(federation.root / "mlruns")],
-        capture_output=True, text=True, env=federation.env, timeout=180, check=False,
-    )  # fmt: skip
+    res = federation.predict(done["model_uri"], cmapss_train)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[0].startswith("unit,rul_cycles")

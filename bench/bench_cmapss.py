@@ -49,7 +49,7 @@ from kosmos_fl.usecases.turbofan import TurbofanUseCase
 
 REPO = Path(__file__).resolve().parents[1]
 FD001 = REPO.parent / "shared" / "datasets" / "cmapss" / "train_FD001.txt"
-OUT = REPO / "bench" / "out" / "cmapss.json"
+OUT_DIR = REPO / "bench" / "out"
 console = Console(width=150)
 
 
@@ -178,14 +178,14 @@ def own_statistics(path: Path, units: list[str], sensors: tuple[str, ...]) -> di
 
 
 def own_normalisation_setup(
-    name: str, client_units: list[list[str]], held_out: list[str], cuts: dict[str, np.ndarray]
+    uc: TurbofanUseCase, client_units: list[list[str]], held_out: list[str], cuts: dict[str, np.ndarray]
 ) -> tuple[list[ArrayDataset], Validation]:
     """Clients that z-score with their own engines' statistics, and a server that does the same
     with its held-out engines: what a federation without agreed constants would do."""
 
     def own(units: list[str]) -> TurbofanUseCase:
-        sensors = TurbofanUseCase().params.sensors
-        return TurbofanUseCase({"model": name, "normalisation": own_statistics(FD001, units, sensors)})
+        norm = own_statistics(FD001, units, uc.params.sensors)
+        return TurbofanUseCase({**uc.params.model_dump(), "normalisation": norm})
 
     clients = [own(u).client_dataset(FD001, u) for u in client_units]
     server = own(held_out)
@@ -193,10 +193,10 @@ def own_normalisation_setup(
 
 
 def bench_model(
-    name: str, recipe: Recipe, seeds: list[int], num_clients: int, ablation: bool
+    name: str, recipe: Recipe, seeds: list[int], num_clients: int, ablation: bool, params: dict[str, Any]
 ) -> dict[str, Any]:
     """Centralised and federated runs of one model for every seed, scored at the checkpoints."""
-    uc = TurbofanUseCase({"model": name})
+    uc = TurbofanUseCase({"model": name, **params})
     client_units, held_out = uc.federation_split(FD001, num_clients)
     clients = [uc.client_dataset(FD001, units) for units in client_units]
     pooled = ArrayDataset(np.concatenate([c.x for c in clients]), np.concatenate([c.y for c in clients]))
@@ -206,7 +206,7 @@ def bench_model(
         f"[bold]{name}[/]: {count_parameters(uc.build_model())} parameters, {len(pooled)} training windows "
         f"on {sum(map(len, client_units))} engines, {len(held_out)} held out; {recipe}, seeds {seeds}"
     )
-    own = own_normalisation_setup(name, client_units, held_out, val.cuts) if ablation else None
+    own = own_normalisation_setup(uc, client_units, held_out, val.cuts) if ablation else None
     runs: dict[str, list[Scores]] = {"centralised": [], "federated": []}
     if own is not None:
         runs["federated, own z-score"] = []
@@ -234,23 +234,31 @@ def bench_model(
     }
 
 
-def run(models: list[str], num_clients: int, seeds: list[int], quick: bool) -> dict[str, Any]:
+def run(
+    models: list[str], num_clients: int, seeds: list[int], quick: bool, params: dict[str, Any]
+) -> dict[str, Any]:
     if not FD001.is_file():
         sys.exit(f"error: {FD001} is missing; the benchmark needs ../shared/datasets/cmapss/train_FD001.txt")
     torch.set_num_threads(2)
-    results: dict[str, Any] = {"clients": num_clients, "seeds": seeds, "models": {}}
+    results: dict[str, Any] = {"clients": num_clients, "seeds": seeds, "params": params, "models": {}}
     for name in models:
         recipe = RECIPES[name]
         if quick:
             recipe = Recipe(2, (1, 2), recipe.local_epochs, recipe.lr, recipe.batch_size)
         model_seeds = seeds if name == "cnn" else seeds[:1]  # the LSTM costs ~6x more per epoch
-        results["models"][name] = bench_model(name, recipe, model_seeds, num_clients, name == models[0])
+        results["models"][name] = bench_model(
+            name, recipe, model_seeds, num_clients, name == models[0], params
+        )
     return results
 
 
 def report(results: dict[str, Any]) -> None:
     clients = results["clients"]
-    table = Table(title=f"C-MAPSS FD001: 80 training engines (federated: {clients} clients), 20 held out")
+    seq = results["params"].get("sequence_length", TurbofanUseCase().params.sequence_length)
+    table = Table(
+        title=f"C-MAPSS FD001: 80 training engines (federated: {clients} clients), 20 held out; "
+        f"windows of {seq} cycles"
+    )
     for col in ("model", "setting", "epochs / rounds", "seeds", "val RMSE", "PHM08 (20 eng.)",
                 "RMSE all windows", "RMSE at failure", "fed./cent. RMSE", "train s"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("model", "setting") else "right")
@@ -285,13 +293,20 @@ def main() -> None:
     parser.add_argument("--models", default="cnn,lstm", help="comma-separated: cnn, lstm")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seeds", default="0,1", help="training seeds of the CNN (the LSTM uses the first)")
-    parser.add_argument("--quick", action="store_true", help="a fifth of the epochs (smoke run)")
+    parser.add_argument(
+        "--sequence-length", type=int, default=None, help="window length (default: the use case's)"
+    )
+    parser.add_argument("--quick", action="store_true", help="2 epochs / rounds (smoke run)")
     args = parser.parse_args()
-    results = run(args.models.split(","), args.clients, [int(v) for v in args.seeds.split(",")], args.quick)
+    params = {"sequence_length": args.sequence_length} if args.sequence_length else {}
+    seeds = [int(v) for v in args.seeds.split(",")]
+    results = run(args.models.split(","), args.clients, seeds, args.quick, params)
     report(results)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    console.print(f"results: {OUT}")
+    seq = params.get("sequence_length", TurbofanUseCase().params.sequence_length)
+    out = OUT_DIR / f"cmapss_seq{seq}{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    console.print(f"results: {out}")
 
 
 if __name__ == "__main__":

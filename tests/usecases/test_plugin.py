@@ -82,11 +82,7 @@ def test_pump_plugin_federated_session(pump_plugin: None, tmp_path: Path, clean_
         assert steps == [0, 1, 2], (key, steps)
     assert done["model_uri"].startswith("models:/kosmos-PumpUseCase/")
 
-    res = subprocess.run(
-        [sys.executable, "-m", "kosmos_fl.cli", "predict", "--model", done["model_uri"],
-         "--data", str(data), "--mlflow", str(fed.root / "mlruns")],
-        capture_output=True, text=True, env=clean_env, timeout=180, check=False,
-    )  # fmt: skip
+    res = fed.predict(done["model_uri"], data)  # kosmos-fl predict, as a user runs it
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[0].startswith("pump,rul_hours") and len(lines) == 7

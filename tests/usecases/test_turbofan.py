@@ -25,6 +25,7 @@ def test_registered_under_its_entry_point() -> None:
     assert isinstance(uc, TurbofanUseCase)
     assert uc.target_unit == "cycles"
     assert uc.params.sequence_length == 20 and uc.params.rul_cap == 125
+    assert TurbofanUseCase().params.sequence_length == 40 and TurbofanUseCase().params.model == "lstm"
 
 
 def test_windows_labels_and_fixed_normalisation(cmapss_train: Path) -> None:
@@ -206,7 +207,7 @@ def test_models_scale_to_the_cap_and_count_parameters() -> None:
 @pytest.mark.realdata
 def test_real_fd001(fd001_train: Path) -> None:
     """The real NASA file: 100 engines, 20 held out, windows for every cycle, a model that learns."""
-    uc = TurbofanUseCase()
+    uc = TurbofanUseCase({"model": "cnn"})  # the fast model: this checks the data path
     clients, test = uc.federation_split(fd001_train, 4)
     assert len(test) == 20 and sorted(len(c) for c in clients) == [20, 20, 20, 20]
     raw = read_cmapss(fd001_train)

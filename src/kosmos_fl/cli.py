@@ -69,6 +69,12 @@ def _default_file(name: str) -> Path | None:
 def server(
     config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the newest interrupted session (crash, restart) from its last completed round, "
+        "in the same MLflow run, once its clients registered again. Same as resume: true.",
+    ),
 ) -> None:
     """Run the KOSMoS server: Socket.IO control plane, Flower SuperLink, sessions, MLflow."""
     import asyncio
@@ -78,7 +84,7 @@ def server(
 
     _logging(verbose)
     config = config or _default_file("config.yaml")
-    cfg = load_server_config(config)
+    cfg = load_server_config(config, resume=resume or None)
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, base))

@@ -137,6 +137,29 @@ class ServerConfig(_Model):
     join_timeout: float = Field(120.0, gt=0)
     #: Seconds a connected client may take to send ``client_criteria`` before it is told it is missing.
     criteria_timeout: float = Field(30.0, gt=0)
+    #: Updates a round needs to count (quorum); unset: all but one with 3+ clients, else all.
+    min_fit_clients: int | None = Field(None, ge=1, le=10_000)
+    #: Reject an update whose norm is above this multiple of the other clients' median (null: off).
+    max_update_norm_ratio: float | None = Field(10.0, gt=1)
+    #: Reject an update whose norm ``||w_client - w_global||`` is above this (null: no absolute cap).
+    max_update_norm: float | None = Field(None, gt=0)
+    #: Resume an interrupted session from its last checkpointed round at start-up (``--resume``).
+    resume: bool = False
+
+    @property
+    def quorum(self) -> int:
+        """The effective ``min_fit_clients``."""
+        if self.min_fit_clients is not None:
+            return self.min_fit_clients
+        return self.num_clients - 1 if self.num_clients >= 3 else self.num_clients
+
+    @model_validator(mode="after")
+    def _quorum_fits(self) -> ServerConfig:
+        if self.min_fit_clients is not None and self.min_fit_clients > self.num_clients:
+            raise ValueError(
+                f"min_fit_clients ({self.min_fit_clients}) cannot exceed num_clients ({self.num_clients})"
+            )
+        return self
 
     @field_validator("tags", mode="before")
     @classmethod

@@ -81,8 +81,11 @@ class LocalFederation:
             time.sleep(0.3)
         return self.server
 
-    def start_client(self, name: str, *, once: bool = True, **values: Any) -> ManagedProcess:
-        """Start ``kosmos-fl client`` named ``name`` with ``values`` as its config."""
+    def start_client(
+        self, name: str, *, once: bool = True, extra_env: dict[str, str] | None = None, **values: Any
+    ) -> ManagedProcess:
+        """Start ``kosmos-fl client`` named ``name`` with ``values`` as its config (``extra_env``:
+        more environment, e.g. the test-only ``KOSMOS_FL_FAULT`` of :mod:`kosmos_fl.fl.faults`)."""
         cfg = {
             "socketio_address": f"127.0.0.1:{self.sio_port}",
             "client_name": name,
@@ -91,7 +94,8 @@ class LocalFederation:
         }
         path = self._write(name, cfg)
         args = [*CLI, "client", "-c", str(path), *(["--once"] if once else [])]
-        proc = ManagedProcess.start(name, args, self.env, self.root / "logs" / f"{name}.log")
+        env = {**self.env, **(extra_env or {})}
+        proc = ManagedProcess.start(name, args, env, self.root / "logs" / f"{name}.log")
         self.procs.append(proc)
         return proc
 
@@ -146,6 +150,18 @@ class LocalFederation:
                 for proc in [root, *root.children(recursive=True)]:
                     found[proc.pid] = proc
         return list(found.values())
+
+    def kill(self, proc: ManagedProcess, *, tree: bool = True) -> None:
+        """SIGKILL a started process, as a crash or power loss would (``tree``: and everything it
+        started, which otherwise gets a SIGTERM from the kernel when its parent dies)."""
+        victims: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(proc.proc.pid)
+            victims = [root, *(root.children(recursive=True) if tree else [])]
+        for victim in victims:
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
+        proc.proc.wait(10)
 
     def stop(self, timeout: float = 15.0) -> list[str]:
         """Stop every started process and everything it started. Returns the command lines of

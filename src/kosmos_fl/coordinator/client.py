@@ -93,8 +93,12 @@ class KosmosClient:
 
     async def on_connect(self) -> None:
         log.info("connected to %s", self.config.socketio_address)
-        if self.supernode is None:
-            await self.register()
+        if self.supernode is not None:
+            # the server dropped us from the session when the connection broke (or it restarted
+            # and will resume the session with whoever registers): start over for a session
+            log.warning("reconnected during a session; this client was dropped from it and registers again")
+            await self._stop_supernode()
+        await self.register()
 
     async def on_disconnect(self, reason: Any = None) -> None:
         log.warning("disconnected from the server (%s); reconnecting", reason)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ from aiohttp import web
 
 from kosmos_fl import __version__
 from kosmos_fl.config import ServerConfig, split_address
+from kosmos_fl.coordinator import resume
 from kosmos_fl.coordinator.protocol import MAX_MESSAGE_BYTES, EndTrain, StartTrain, parse_criteria
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError, ProtocolError
 from kosmos_fl.fl import runtime, strategies
+from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
 from kosmos_fl.fl.tracking import create_session_run, fail_run, tracking_uri
 from kosmos_fl.usecases import usecase_class
@@ -58,6 +61,10 @@ class Session:
     flower_run_id: int | None = None
     status: str = "starting"
     result: dict[str, Any] | None = None
+    #: client id -> why it left mid-session (the ServerApp stops waiting for it)
+    dead: dict[int, str] = field(default_factory=dict)
+    #: set when this session continues an interrupted one (``--resume``)
+    resumed: resume.ResumePoint | None = None
 
 
 class Coordinator:
@@ -78,6 +85,8 @@ class Coordinator:
         self._session_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._remind_tasks: dict[str, asyncio.Task[None]] = {}
+        #: an interrupted session to continue before any new one (``--resume``)
+        self.resume_point: resume.ResumePoint | None = None
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             max_http_buffer_size=MAX_MESSAGE_BYTES,
@@ -104,7 +113,7 @@ class Coordinator:
 
     @property
     def min_fit_clients(self) -> int:
-        return self.config.num_clients
+        return self.config.quorum
 
     def flwr_address_for(self, client_host: str) -> str:
         """The SuperLink address a client should dial: the public address if configured, else
@@ -142,6 +151,8 @@ class Coordinator:
                 "out_dir": str(s.out_dir),
                 "mlflow_run_id": s.mlflow_run_id,
                 "flower_run_id": s.flower_run_id,
+                "dead_clients": {str(k): v for k, v in s.dead.items()},
+                "resumed_after_round": None if s.resumed is None else s.resumed.round,
             },
             "sessions_done": self.sessions_done,
             "mlflow_tracking_uri": self.mlflow_uri,
@@ -182,12 +193,29 @@ class Coordinator:
             task.cancel()
         if sid in self.waiting:
             self.waiting.remove(sid)
+        self._drop_from_session(sid, f"disconnected: {reason}")
         log.info(
             "client %s disconnected (%s)%s",
             sid,
             reason,
             " while training" if rec and rec.state == "training" else "",
         )
+
+    def _drop_from_session(self, sid: str, reason: str) -> None:
+        """A session client is gone: tell the ServerApp (through the session folder) at once, so
+        the round does not wait for Flower's heartbeat timeout."""
+        s = self.session
+        if s is None or sid not in s.sids:
+            return
+        client_id = s.sids.index(sid)
+        if client_id in s.dead:
+            return
+        s.dead[client_id] = reason
+        log.warning(
+            "session %s: client %d left (%s); dropped from the session", s.session_id, client_id, reason
+        )
+        with contextlib.suppress(OSError):
+            mark_dead(s.out_dir, client_id, reason)
 
     async def on_unknown(self, event: str, sid: str, *args: Any) -> None:
         await self._reject(sid, event, f"unknown event '{event}'; this server understands client_criteria")
@@ -253,14 +281,27 @@ class Coordinator:
                 return
             sids = self.waiting[: self.config.num_clients]
             del self.waiting[: self.config.num_clients]
-            session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-            self.session = Session(
-                session_id=session_id,
-                sids=sids,
-                out_dir=self.work_dir / "sessions" / session_id,
-                mlflow_run_id="",
-                started_at=time.time(),
-            )
+            point, self.resume_point = self.resume_point, None
+            if point is not None:
+                names = {sid: self.clients[sid].name for sid in sids if sid in self.clients}
+                sids = resume.assign_ids(sids, names, point.names)
+                self.session = Session(
+                    session_id=point.spec.session_id,
+                    sids=sids,
+                    out_dir=point.out_dir,
+                    mlflow_run_id=point.spec.mlflow_run_id,
+                    started_at=time.time(),
+                    resumed=point,
+                )
+            else:
+                session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+                self.session = Session(
+                    session_id=session_id,
+                    sids=sids,
+                    out_dir=self.work_dir / "sessions" / session_id,
+                    mlflow_run_id="",
+                    started_at=time.time(),
+                )
             for sid in sids:
                 self.clients[sid].state = "training"
             self._session_task = asyncio.create_task(self._run_session(self.session))
@@ -271,15 +312,30 @@ class Coordinator:
             await self._watch_session(s)
         except KosmosError as exc:
             s.status, s.result = "failed", {"status": "failed", "reason": str(exc)}
+        except asyncio.CancelledError:
+            # the server is shutting down: leave the session resumable (no result, run not failed)
+            s.status = "interrupted"
+            log.warning(
+                "session %s interrupted by shutdown; start the server with --resume to continue it",
+                s.session_id,
+            )
+            if s.mlflow_run_id:
+                with contextlib.suppress(Exception):
+                    resume.tag_interrupted(self.mlflow_uri, s.mlflow_run_id)
+            raise
         except Exception as exc:  # never let one session take the server down
             log.exception("session %s crashed", s.session_id)
             s.status, s.result = "failed", {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         finally:
-            await self._finish_session(s)
+            if s.status != "interrupted":
+                await self._finish_session(s)
 
     async def _start_session(self, s: Session) -> None:
         cfg = self.config
         s.out_dir.mkdir(parents=True, exist_ok=True)
+        if s.resumed is not None:
+            await self._start_resumed(s, s.resumed)
+            return
         tags = {**cfg.tags, "kosmos.session_id": s.session_id, "kosmos.version": __version__}
         s.mlflow_run_id = await asyncio.to_thread(
             create_session_run,
@@ -311,8 +367,28 @@ class Coordinator:
             registered_model_name=cfg.registered_model_name or f"kosmos-{self.usecase_cls.name}",
             round_timeout=cfg.round_timeout,
             join_timeout=cfg.join_timeout,
+            max_update_norm_ratio=cfg.max_update_norm_ratio,
+            max_update_norm=cfg.max_update_norm,
+            coordinator_pid=os.getpid(),
         )
+        await self._submit_and_announce(s, spec)
+
+    async def _start_resumed(self, s: Session, point: resume.ResumePoint) -> None:
+        """Continue an interrupted session: same id, folder and MLflow run, a new Flower run."""
+        await asyncio.to_thread(resume.reopen_run, self.mlflow_uri, s.mlflow_run_id, point.round)
+        # client ids are handed out afresh to the clients present now
+        (s.out_dir / DEAD_FILE).unlink(missing_ok=True)
+        spec = point.spec.model_copy(update={"coordinator_pid": os.getpid()})
+        log.info("resuming session %s after round %d", s.session_id, point.round)
+        await self._submit_and_announce(s, spec)
+
+    async def _submit_and_announce(self, s: Session, spec: SessionSpec) -> None:
+        """Write the spec, submit the Flower run and send ``start_train`` to the session's clients."""
+        cfg = self.config
         spec_path = spec.write(s.out_dir / "session.json")
+        resume.write_clients(
+            s.out_dir, [self.clients[sid].name if sid in self.clients else None for sid in s.sids]
+        )
         s.flower_run_id = await asyncio.to_thread(
             runtime.submit_run, self.flwr_home, {"session-file": str(spec_path)}, s.out_dir
         )
@@ -336,8 +412,8 @@ class Coordinator:
                 usecase_params=cfg.usecase.broadcast_params,
                 usecase_version=self.usecase_cls.version,
                 session_id=s.session_id,
-                num_clients=cfg.num_clients,
-                n_federated_train_epoch=cfg.n_federated_train_epoch,
+                num_clients=spec.num_clients,
+                n_federated_train_epoch=spec.num_rounds,
             )
             await self.sio.emit("start_train", msg.model_dump(), to=sid)
 
@@ -412,6 +488,7 @@ class Coordinator:
         self.superlink = await asyncio.to_thread(
             runtime.start_superlink, host, port, self.flwr_home, self.work_dir / "logs" / "superlink.log"
         )
+        self._find_interrupted()
         sio_host, sio_port = split_address(self.config.socketio_address, "socketio_address")
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
@@ -431,6 +508,33 @@ class Coordinator:
             self.mlflow_uri,
         )
         return runner
+
+    def _find_interrupted(self) -> None:
+        """With ``resume``, pick up the newest interrupted session; otherwise say how to."""
+        found = resume.find_interrupted(self.work_dir)
+        if not found:
+            return
+        if not self.config.resume:
+            for p in found:
+                log.warning(
+                    "session %s was interrupted after round %d (MLflow run %s); start the server with "
+                    "--resume (or resume: true) to continue it",
+                    p.spec.session_id,
+                    p.round,
+                    p.spec.mlflow_run_id,
+                )
+            return
+        self.resume_point = found[0]
+        log.info(
+            "will resume session %s after round %d of %d (MLflow run %s) once %d clients registered",
+            found[0].spec.session_id,
+            found[0].round,
+            found[0].spec.num_rounds,
+            found[0].spec.mlflow_run_id,
+            self.config.num_clients,
+        )
+        for p in found[1:]:
+            log.warning("older interrupted session %s is not resumed (only the newest is)", p.spec.session_id)
 
     def stop(self) -> None:
         if self.superlink is not None:

@@ -14,6 +14,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from kosmos_fl.fl import faults
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase
@@ -36,6 +37,7 @@ def train(msg: Message, context: Context) -> Message:
     data = usecase.client_dataset(Path(spec.data_path), spec.selection)
     model = usecase.build_model()
     set_weights(model, msg.content["arrays"].to_numpy_ndarrays())
+    faults.before_training()  # test-only hook, inactive unless KOSMOS_FL_FAULT is set
     loss = train_epochs(
         model,
         data.x,
@@ -54,5 +56,6 @@ def train(msg: Message, context: Context) -> Message:
             "compute-seconds": time.monotonic() - t0,
         }
     )
-    content = RecordDict({"arrays": ArrayRecord(get_weights(model)), "metrics": metrics})
+    weights = faults.corrupt(get_weights(model))  # test-only hook, see kosmos_fl.fl.faults
+    content = RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics})
     return Message(content=content, reply_to=msg)

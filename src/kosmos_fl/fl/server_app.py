@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -21,7 +23,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl import strategies
+from kosmos_fl.fl import checkpoint, strategies
+from kosmos_fl.fl.checkpoint import Checkpoint
+from kosmos_fl.fl.liveness import (
+    LiveGrid,
+    SessionClients,
+    quorum_lost_message,
+    send_and_collect,
+    wait_for_nodes,
+)
+from kosmos_fl.fl.screening import screen_replies
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
 from kosmos_fl.fl.tracking import flat_params
 from kosmos_fl.ml.models import count_parameters
@@ -31,21 +42,6 @@ from kosmos_fl.usecases import load_usecase
 log = logging.getLogger("kosmos_fl.server_app")
 
 app = ServerApp()
-
-
-def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
-    """Block until ``wanted`` SuperNodes are connected, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = list(grid.get_node_ids())
-        if len(nodes) >= wanted:
-            return nodes
-        if time.monotonic() > deadline:
-            raise FederationError(
-                f"only {len(nodes)} of {wanted} clients joined the Flower session within "
-                f"{timeout:.0f} s; check that clients can reach flwr_server_address"
-            )
-        time.sleep(0.2)
 
 
 def _client_metrics(replies: list[Message]) -> dict[str, float]:
@@ -94,6 +90,23 @@ class _Tracker:
     def tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 
+    def has_step(self, metrics: dict[str, float], step: int) -> bool:
+        """Whether MLflow already holds this round's metrics (they are logged in one batch)."""
+        key = next((k for k, v in metrics.items() if math.isfinite(v)), None)
+        if key is None:
+            return True
+        return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
+
+
+def _checkpoint_and_log(
+    out_dir: Path, tracker: _Tracker, ckpt: Checkpoint, weights: list[np.ndarray], strategy: Any
+) -> Checkpoint:
+    """Checkpoint first, then log, then flag as logged: a crash anywhere in between neither loses
+    nor duplicates the round's metrics on resume (see kosmos_fl.fl.checkpoint)."""
+    ckpt = checkpoint.save(out_dir, ckpt, weights, strategy)
+    tracker.metrics(ckpt.metrics, step=ckpt.round)
+    return checkpoint.mark_logged(out_dir, ckpt)
+
 
 def _plots(usecase: Any, model: Any, groups: dict[str, Any], out: Path) -> list[Path]:
     """Predicted vs true target per evaluation group, one PNG each."""
@@ -132,38 +145,63 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
     groups = usecase.eval_datasets(Path(spec.data_path), spec.test_names)
     model = usecase.build_model()
 
-    tracker.params(
-        {
-            "num_clients": spec.num_clients,
-            "min_fit_clients": spec.min_fit_clients,
-            "n_federated_train_epoch": spec.num_rounds,
-            "strategy": spec.strategy_name,
-            "strategy_params": spec.strategy_params,
-            "local_epochs": spec.local_epochs,
-            "learning_rate": spec.learning_rate,
-            "batch_size": spec.batch_size,
-            "seed": spec.seed,
-            "usecase": spec.usecase_name,
-            "usecase_version": spec.usecase_version,
-            "usecase_params": spec.usecase_params,
-            "test_bearings": ",".join(groups),
-            "model": type(model).__name__,
-            "model_parameters": count_parameters(model),
-        }
-    )
-    tracker.tag("kosmos.session_id", spec.session_id)
-    (out_dir / "model_summary.txt").write_text(str(model), encoding="utf-8")
-    tracker.client.log_artifact(tracker.run_id, str(out_dir / "model_summary.txt"))
-
-    t0 = time.monotonic()
-    metrics = usecase.evaluate(model, groups)
-    tracker.metrics(metrics, step=0)
-    append_jsonl(progress, {"event": "round", "round": 0, "metrics": metrics, "seconds": 0.0})
-
-    wait_for_nodes(grid, spec.num_clients, spec.join_timeout)
     strategy = strategies.build(
         spec.strategy_name, spec.strategy_params, spec.num_clients, spec.min_fit_clients
     )
+    ckpt = checkpoint.load(out_dir)
+    if ckpt is None:
+        tracker.params(
+            {
+                "num_clients": spec.num_clients,
+                "min_fit_clients": spec.min_fit_clients,
+                "n_federated_train_epoch": spec.num_rounds,
+                "strategy": spec.strategy_name,
+                "strategy_params": spec.strategy_params,
+                "local_epochs": spec.local_epochs,
+                "learning_rate": spec.learning_rate,
+                "batch_size": spec.batch_size,
+                "seed": spec.seed,
+                "usecase": spec.usecase_name,
+                "usecase_version": spec.usecase_version,
+                "usecase_params": spec.usecase_params,
+                "test_bearings": ",".join(groups),
+                "model": type(model).__name__,
+                "model_parameters": count_parameters(model),
+                "max_update_norm_ratio": spec.max_update_norm_ratio,
+                "max_update_norm": spec.max_update_norm,
+            }
+        )
+        tracker.tag("kosmos.session_id", spec.session_id)
+        (out_dir / "model_summary.txt").write_text(str(model), encoding="utf-8")
+        tracker.client.log_artifact(tracker.run_id, str(out_dir / "model_summary.txt"))
+        t0 = time.monotonic()
+        metrics = usecase.evaluate(model, groups)
+        first = Checkpoint(
+            session_id=spec.session_id,
+            mlflow_run_id=spec.mlflow_run_id,
+            round=0,
+            weights_file="",
+            metrics=metrics,
+        )
+        ckpt = _checkpoint_and_log(out_dir, tracker, first, get_weights(model), strategy)
+        append_jsonl(progress, {"event": "round", "round": 0, "metrics": metrics, "seconds": 0.0})
+    else:
+        # resume: a new Flower run continues from the last completed round of this session
+        set_weights(model, checkpoint.load_weights(out_dir, ckpt))
+        strategy = checkpoint.load_strategy(out_dir, ckpt) or strategy
+        if not ckpt.metrics_logged:
+            if not tracker.has_step(ckpt.metrics, ckpt.round):
+                tracker.metrics(ckpt.metrics, step=ckpt.round)
+            ckpt = checkpoint.mark_logged(out_dir, ckpt)
+        log.info("resuming session %s after round %d", spec.session_id, ckpt.round)
+        append_jsonl(progress, {"event": "resumed", "round": ckpt.round})
+        t0 = time.monotonic() - ckpt.elapsed_seconds
+        metrics = usecase.evaluate(model, groups)
+
+    clients = SessionClients(out_dir, spec.num_clients)
+    if ckpt.round < spec.num_rounds:
+        wait_for_nodes(grid, clients, spec.min_fit_clients, spec.join_timeout)
+    live_grid = LiveGrid(grid, clients)
     arrays = ArrayRecord(get_weights(model))
     train_config = ConfigRecord(
         {
@@ -173,23 +211,46 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             "seed": spec.seed,
         }
     )
-    completed = 0
-    for rnd in range(1, spec.num_rounds + 1):
+    norm_history = list(ckpt.norm_history)
+    completed = ckpt.round
+    for rnd in range(ckpt.round + 1, spec.num_rounds + 1):
         t_round = time.monotonic()
-        messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
-        replies = list(grid.send_and_receive(messages=messages, timeout=spec.round_timeout))
-        ok = [m for m in replies if not m.has_error()]
-        failed = [m for m in replies if m.has_error()]
+        alive = min(clients.alive_count(), len(live_grid.get_node_ids()))
+        if alive < spec.min_fit_clients:
+            raise FederationError(
+                quorum_lost_message(f"before round {rnd}", alive, spec.min_fit_clients, clients.dead())
+            )
+        messages = list(strategy.configure_train(rnd, arrays, train_config, live_grid))
+        append_jsonl(
+            progress,
+            {"event": "round_started", "round": rnd, "nodes": [m.metadata.dst_node_id for m in messages]},
+        )
+        got = send_and_collect(grid, messages, clients, spec.round_timeout)
+        ok = [m for m in got.replies if not m.has_error()]
+        failed = [m for m in got.replies if m.has_error()]
         for m in failed:
             log.warning("round %d: client node %s failed: %s", rnd, m.metadata.src_node_id, m.error.reason)
-        if not ok:
-            raise FederationError(f"round {rnd} got no client updates ({len(failed)} failed replies)")
-        if len(ok) < spec.min_fit_clients:
+        screened = screen_replies(
+            ok, arrays.to_numpy_ndarrays(), spec.max_update_norm_ratio, spec.max_update_norm, norm_history
+        )
+        for cid, reason in screened.rejected:
+            append_jsonl(progress, {"event": "rejected", "round": rnd, "client": cid, "reason": reason})
+        accepted = screened.accepted
+        if len(accepted) < spec.min_fit_clients or not accepted:
+            dead = clients.dead()
             raise FederationError(
-                f"round {rnd} got {len(ok)} client updates, fewer than min_fit_clients={spec.min_fit_clients}"
+                f"round {rnd} got {len(accepted)} usable client update(s), fewer than "
+                f"min_fit_clients={spec.min_fit_clients} ({len(failed)} failed, "
+                f"{len(screened.rejected)} rejected, {len(got.dropped)} disconnected, "
+                f"{len(got.timed_out)} not answered within round_timeout={spec.round_timeout:g} s)"
+                + (
+                    f"; gone: {', '.join(f'client {k} ({v})' for k, v in sorted(dead.items()))}"
+                    if dead
+                    else ""
+                )
             )
         t_replies = time.monotonic()
-        new_arrays, _ = strategy.aggregate_train(rnd, ok)
+        new_arrays, _ = strategy.aggregate_train(rnd, accepted)
         if new_arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")
         arrays = new_arrays
@@ -197,19 +258,34 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
         t_eval = time.monotonic()
         metrics = usecase.evaluate(model, groups)
         t_end = time.monotonic()
-        client = _client_metrics(ok)
-        compute = [float(m.content.metric_records["metrics"].get("compute-seconds", 0.0)) for m in ok]
+        client = _client_metrics(accepted)
+        compute = [float(m.content.metric_records["metrics"].get("compute-seconds", 0.0)) for m in accepted]
         round_stats = {
             # train phase: from sending the global model until the last reply arrived
             "train_phase_seconds": t_replies - t_round,
             "aggregate_seconds": t_eval - t_replies,
             "eval_seconds": t_end - t_eval,
             "round_seconds": t_end - t_round,
-            "clients_ok": float(len(ok)),
+            "clients_ok": float(len(accepted)),
             "clients_failed": float(len(failed)),
+            "clients_dropped": float(len(got.dropped)),
+            "clients_timed_out": float(len(got.timed_out)),
+            "updates_rejected": float(len(screened.rejected)),
             "client_compute_seconds_max": max(compute) if compute else 0.0,
         }
-        tracker.metrics({**metrics, **client, **round_stats}, step=rnd)
+        for cid, _reason in screened.rejected:
+            round_stats[f"update_rejected_client{'unknown' if cid is None else cid}"] = 1.0
+        done = Checkpoint(
+            session_id=spec.session_id,
+            mlflow_run_id=spec.mlflow_run_id,
+            round=rnd,
+            weights_file="",
+            metrics={**metrics, **client, **round_stats},
+            norm_history=screened.norms or norm_history,
+            elapsed_seconds=time.monotonic() - t0,
+        )
+        ckpt = _checkpoint_and_log(out_dir, tracker, done, arrays.to_numpy_ndarrays(), strategy)
+        norm_history = ckpt.norm_history
         append_jsonl(
             progress,
             {
@@ -272,15 +348,40 @@ def _log_model(spec: SessionSpec, usecase: Any, model: Any, groups: dict[str, An
     return f"models:/{spec.registered_model_name}/{version}", version
 
 
+def _coordinator_gone(pid: int | None) -> bool:
+    import psutil
+
+    return pid is not None and not psutil.pid_exists(pid)
+
+
+def _watch_coordinator(pid: int | None) -> None:
+    """Exit at once when the KOSMoS server process dies, so that an orphaned ServerApp never
+    logs a round or fails the MLflow run that a resumed session will continue."""
+    if pid is None:
+        return
+
+    def watch() -> None:
+        while not _coordinator_gone(pid):
+            time.sleep(0.2)
+        log.warning("the KOSMoS server (pid %d) is gone; the session stays resumable", pid)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="coordinator-watch", daemon=True).start()
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Flower entry point: read the session spec, run it, always leave a result document."""
     spec = SessionSpec.read(str(context.run_config["session-file"]))
     out_dir = Path(spec.out_dir)
     logging.basicConfig(level=logging.INFO)
+    _watch_coordinator(spec.coordinator_pid)
     try:
         result = run_session(grid, spec)
     except Exception as exc:
+        if _coordinator_gone(spec.coordinator_pid):
+            # the server crashed or stopped: leave the session resumable (no result, run not failed)
+            os._exit(3)
         reason = str(exc) if isinstance(exc, FederationError) else f"{type(exc).__name__}: {exc}"
         write_json_atomic(
             out_dir / RESULT_FILE,

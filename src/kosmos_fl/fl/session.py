@@ -58,6 +58,11 @@ class SessionSpec(_Spec):
     registered_model_name: str
     round_timeout: float
     join_timeout: float
+    #: Update validation (see kosmos_fl.fl.validation); None switches a check off.
+    max_update_norm_ratio: float | None = 10.0
+    max_update_norm: float | None = None
+    #: The coordinator process; the ServerApp exits quietly when it is gone (resume picks up).
+    coordinator_pid: int | None = None
 
 
 class NodeSpec(_Spec):

@@ -1,0 +1,112 @@
+"""Find an interrupted session in the work dir and prepare it to continue (``--resume``).
+
+A session is interrupted when its folder holds a ``session.json`` but no final ``result.json``:
+the server crashed or was stopped while it ran. Flower does not resume an in-flight run, so the
+coordinator submits a *new* Flower run with the same session spec; the ServerApp finds the
+session's checkpoint (:mod:`kosmos_fl.fl.checkpoint`) and continues after the last completed round
+in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from kosmos_fl.fl import checkpoint
+from kosmos_fl.fl.session import RESULT_FILE, SessionSpec
+
+log = logging.getLogger("kosmos_fl.resume")
+
+#: ``[{"client_id": 0, "name": "site-a"}, ...]``: who held which client id, to keep ids on resume.
+CLIENTS_FILE = "clients.json"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    spec: SessionSpec
+    out_dir: Path
+    #: Last completed round (-1: not even the initial evaluation was checkpointed).
+    round: int
+    #: client id -> client name of the interrupted session
+    names: dict[int, str]
+
+
+def write_clients(out_dir: Path, names: list[str | None]) -> None:
+    (out_dir / CLIENTS_FILE).write_text(
+        json.dumps([{"client_id": i, "name": n} for i, n in enumerate(names)]), encoding="utf-8"
+    )
+
+
+def _read_clients(out_dir: Path) -> dict[int, str]:
+    try:
+        rows = json.loads((out_dir / CLIENTS_FILE).read_text(encoding="utf-8"))
+        return {int(r["client_id"]): str(r["name"]) for r in rows if r.get("name")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def find_interrupted(work_dir: Path) -> list[ResumePoint]:
+    """Interrupted sessions under ``work_dir/sessions``, newest first."""
+    out = []
+    sessions = work_dir / "sessions"
+    if not sessions.is_dir():
+        return []
+    for folder in sorted(sessions.iterdir(), reverse=True):
+        spec_path = folder / "session.json"
+        if not spec_path.is_file() or (folder / RESULT_FILE).exists():
+            continue
+        try:
+            spec = SessionSpec.read(spec_path)
+        except (OSError, ValidationError) as exc:
+            log.warning("session folder %s has an unreadable session.json (%s); not resumable", folder, exc)
+            continue
+        ck = checkpoint.summary(folder)
+        out.append(
+            ResumePoint(
+                spec=spec,
+                out_dir=folder,
+                round=-1 if ck is None else ck["round"],
+                names=_read_clients(folder),
+            )
+        )
+    return out
+
+
+def assign_ids(sids: list[str], names: dict[str, str | None], previous: dict[int, str]) -> list[str]:
+    """Order ``sids`` so that each client whose name held id ``k`` before gets ``k`` again
+    (its data selection may depend on it); the others fill the free ids in arrival order."""
+    by_name = {name: cid for cid, name in previous.items()}
+    slots: list[str | None] = [None] * len(sids)
+    rest = []
+    for sid in sids:
+        cid = by_name.get(names.get(sid) or "")
+        if cid is not None and cid < len(slots) and slots[cid] is None:
+            slots[cid] = sid
+        else:
+            rest.append(sid)
+    for i, slot in enumerate(slots):
+        if slot is None:
+            slots[i] = rest.pop(0)
+    return [s for s in slots if s is not None]
+
+
+def reopen_run(uri: str, run_id: str, from_round: int) -> None:
+    """Put the session's MLflow run back to RUNNING (a crash may have left it FAILED/KILLED)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_run(run_id).info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "kosmos.status", "resumed")
+    client.set_tag(run_id, "kosmos.resumed_after_round", str(from_round))
+
+
+def tag_interrupted(uri: str, run_id: str) -> None:
+    """Say in MLflow that the session stopped with the server and can be resumed."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).set_tag(run_id, "kosmos.status", "interrupted")

@@ -1,0 +1,48 @@
+"""Finding interrupted sessions and keeping client ids when a session resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kosmos_fl.coordinator.resume import assign_ids, find_interrupted, write_clients
+from kosmos_fl.fl import checkpoint
+from kosmos_fl.fl.checkpoint import Checkpoint
+from kosmos_fl.fl.session import SessionSpec
+
+
+def _spec(out: Path, sid: str) -> SessionSpec:
+    return SessionSpec(
+        session_id=sid, out_dir=str(out), usecase_name="BearingUseCase", usecase_version="1",
+        usecase_params={}, num_clients=2, min_fit_clients=2, num_rounds=3, strategy_name="FedAvg",
+        local_epochs=1, learning_rate=0.001, batch_size=32, seed=1, data_path="/d", test_names=[],
+        mlflow_tracking_uri="sqlite:///x.db", mlflow_run_id=f"run-{sid}", registered_model_name="m",
+        round_timeout=10, join_timeout=10,
+    )  # fmt: skip
+
+
+def test_find_interrupted_newest_first_skips_finished(tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions"
+    for sid in ("20260101-000000-aaaaaa", "20260102-000000-bbbbbb", "20260103-000000-cccccc"):
+        _spec(sessions / sid, sid).write(sessions / sid / "session.json")
+    (sessions / "20260103-000000-cccccc" / "result.json").write_text('{"status": "completed"}')
+    b = sessions / "20260102-000000-bbbbbb"
+    ck = Checkpoint(session_id="b", mlflow_run_id="run-b", round=2, weights_file="")
+    checkpoint.save(b, ck, [np.zeros(1, dtype=np.float32)])
+    write_clients(b, ["site-a", "site-b"])
+    (sessions / "broken").mkdir()
+    (sessions / "broken" / "session.json").write_text("{not json")
+
+    found = find_interrupted(tmp_path)
+    assert [p.spec.session_id for p in found] == ["20260102-000000-bbbbbb", "20260101-000000-aaaaaa"]
+    assert found[0].round == 2 and found[0].names == {0: "site-a", 1: "site-b"}
+    assert found[1].round == -1
+    assert find_interrupted(tmp_path / "nothing") == []
+
+
+def test_assign_ids_keeps_previous_ids_by_name() -> None:
+    previous = {0: "site-a", 1: "site-b", 2: "site-c"}
+    names = {"s1": "site-c", "s2": "new", "s3": "site-a"}
+    assert assign_ids(["s1", "s2", "s3"], names, previous) == ["s3", "s2", "s1"]
+    assert assign_ids(["x", "y"], {}, {}) == ["x", "y"]

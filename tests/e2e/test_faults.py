@@ -156,9 +156,11 @@ def test_poisoned_updates_are_rejected_and_session_completes(
     assert rmse == rmse and rmse < 1e3
 
 
+@pytest.mark.parametrize("how", ["crash", "stop"])
 def test_server_killed_mid_session_resumes_into_the_same_run(
-    federation: Federation, generated_bearings: Path
+    federation: Federation, generated_bearings: Path, how: str
 ) -> None:
+    """``crash``: SIGKILL of the server process; ``stop``: SIGTERM (an operator's restart)."""
     config = _server(generated_bearings, num_clients=2, n_federated_train_epoch=3)
     server = federation.start_server(**config)
     slow = {"KOSMOS_FL_FAULT": "delay:2"}  # keeps each round open a little, so the kill lands mid-session
@@ -168,18 +170,27 @@ def test_server_killed_mid_session_resumes_into_the_same_run(
 
     server_tree = psutil.Process(server.proc.pid).children(recursive=True)
     assert any("serverapp" in " ".join(p.cmdline()).lower() for p in server_tree), "no ServerApp running"
-    federation.kill(server, tree=False)  # a crash of the server process alone
+    if how == "crash":
+        federation.kill(server, tree=False)  # a crash of the server process alone
+    else:
+        server.stop(timeout=30)  # SIGTERM: graceful shutdown in the middle of the session
     _, alive = psutil.wait_procs(server_tree, timeout=10)
     orphans = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     for p in orphans:  # never leak them, even when the assertion fails
         p.kill()
     assert orphans == [], "processes outlived the killed server (SuperLink / ServerApp orphans)"
 
+    ml = MlflowClient(tracking_uri=tracking_uri(str(federation.root / "mlruns")))
+    (interrupted,) = ml.search_runs([ml.get_experiment_by_name("faults").experiment_id])
+    assert interrupted.info.status == "RUNNING", "an interrupted session must not be failed"
+    assert not list((federation.root / "server" / "sessions").glob("*/result.json"))
+    if how == "stop":
+        assert interrupted.data.tags["kosmos.status"] == "interrupted"
+
     federation.start_server(**config, resume=True)
     done = federation.wait_sessions(1, timeout=240)[0]
     assert done["status"] == "completed", done
 
-    ml = MlflowClient(tracking_uri=tracking_uri(str(federation.root / "mlruns")))
     runs = ml.search_runs([ml.get_experiment_by_name("faults").experiment_id])
     assert [r.info.run_id for r in runs] == [done["mlflow_run_id"]], "resume must not start a new run"
     run = runs[0]

@@ -21,6 +21,7 @@ from kosmos_fl.fl.session import RESULT_FILE, SessionSpec
 
 log = logging.getLogger("kosmos_fl.resume")
 
+
 #: ``[{"client_id": 0, "name": "site-a"}, ...]``: who held which client id, to keep ids on resume.
 CLIENTS_FILE = "clients.json"
 

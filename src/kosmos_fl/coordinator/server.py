@@ -30,6 +30,7 @@ from kosmos_fl.coordinator.protocol import MAX_MESSAGE_BYTES, EndTrain, StartTra
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError, ProtocolError
 from kosmos_fl.fl import runtime, strategies
+from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE
 from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
 from kosmos_fl.fl.tracking import create_session_run, fail_run, tracking_uri
@@ -314,14 +315,7 @@ class Coordinator:
             s.status, s.result = "failed", {"status": "failed", "reason": str(exc)}
         except asyncio.CancelledError:
             # the server is shutting down: leave the session resumable (no result, run not failed)
-            s.status = "interrupted"
-            log.warning(
-                "session %s interrupted by shutdown; start the server with --resume to continue it",
-                s.session_id,
-            )
-            if s.mlflow_run_id:
-                with contextlib.suppress(Exception):
-                    resume.tag_interrupted(self.mlflow_uri, s.mlflow_run_id)
+            self.interrupt_session()
             raise
         except Exception as exc:  # never let one session take the server down
             log.exception("session %s crashed", s.session_id)
@@ -378,6 +372,7 @@ class Coordinator:
         await asyncio.to_thread(resume.reopen_run, self.mlflow_uri, s.mlflow_run_id, point.round)
         # client ids are handed out afresh to the clients present now
         (s.out_dir / DEAD_FILE).unlink(missing_ok=True)
+        (s.out_dir / INTERRUPTED_FILE).unlink(missing_ok=True)
         spec = point.spec.model_copy(update={"coordinator_pid": os.getpid()})
         log.info("resuming session %s after round %d", s.session_id, point.round)
         await self._submit_and_announce(s, spec)
@@ -509,6 +504,22 @@ class Coordinator:
         )
         return runner
 
+    def interrupt_session(self) -> None:
+        """The server stops during a session: mark it resumable before the SuperLink goes down, so
+        the ServerApp exits quietly instead of failing the session and its MLflow run."""
+        s = self.session
+        if s is None or s.status == "interrupted":
+            return
+        s.status = "interrupted"
+        with contextlib.suppress(OSError):
+            (s.out_dir / INTERRUPTED_FILE).write_text("server stopped\n", encoding="utf-8")
+        log.warning(
+            "session %s interrupted by shutdown; start the server with --resume to continue it", s.session_id
+        )
+        if s.mlflow_run_id:
+            with contextlib.suppress(Exception):
+                resume.tag_interrupted(self.mlflow_uri, s.mlflow_run_id)
+
     def _find_interrupted(self) -> None:
         """With ``resume``, pick up the newest interrupted session; otherwise say how to."""
         found = resume.find_interrupted(self.work_dir)
@@ -552,6 +563,7 @@ async def serve(config: ServerConfig, base_dir: Path | None = None, ready_file: 
     try:
         await stop.wait()
     finally:
+        coord.interrupt_session()
         if coord._session_task is not None:
             coord._session_task.cancel()
         await runner.cleanup()

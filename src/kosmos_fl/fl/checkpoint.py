@@ -29,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 log = logging.getLogger("kosmos_fl.checkpoint")
 
 CHECKPOINT_FILE = "checkpoint.json"
+#: Written by the coordinator when it stops mid-session: the ServerApp then exits without failing
+#: the session, which stays resumable.
+INTERRUPTED_FILE = "interrupted"
 
 
 class Checkpoint(BaseModel):

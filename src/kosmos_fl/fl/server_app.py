@@ -24,7 +24,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from kosmos_fl.errors import FederationError
 from kosmos_fl.fl import checkpoint, strategies
-from kosmos_fl.fl.checkpoint import Checkpoint
+from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE, Checkpoint
 from kosmos_fl.fl.liveness import (
     LiveGrid,
     SessionClients,
@@ -379,7 +379,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         result = run_session(grid, spec)
     except Exception as exc:
-        if _coordinator_gone(spec.coordinator_pid):
+        if _coordinator_gone(spec.coordinator_pid) or (out_dir / INTERRUPTED_FILE).exists():
             # the server crashed or stopped: leave the session resumable (no result, run not failed)
             os._exit(3)
         reason = str(exc) if isinstance(exc, FederationError) else f"{type(exc).__name__}: {exc}"

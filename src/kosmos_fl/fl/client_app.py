@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.fl.warm_exec import FORKED_AT
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase
 
@@ -25,6 +26,7 @@ app = ClientApp()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model for the configured local epochs; reply with new weights."""
     t0 = time.monotonic()
+    started_at = time.time()
     spec = NodeSpec.read(str(context.node_config["session-file"]))
     if spec.torch_threads:
         torch.set_num_threads(spec.torch_threads)
@@ -52,6 +54,10 @@ def train(msg: Message, context: Context) -> Message:
             "train_loss": float(loss),
             "client-id": spec.client_id,
             "compute-seconds": time.monotonic() - t0,
+            # wall clocks, for the server's latency split (see server_app._latency_split)
+            "started-at": started_at,
+            "finished-at": time.time(),
+            **({"forked-at": FORKED_AT[0]} if FORKED_AT else {}),
         }
     )
     content = RecordDict({"arrays": ArrayRecord(get_weights(model)), "metrics": metrics})

@@ -65,6 +65,32 @@ def _client_metrics(replies: list[Message]) -> dict[str, float]:
     return out
 
 
+def _latency_split(replies: list[Message], sent_at: float, received_at: float) -> dict[str, float]:
+    """Where a train phase's time went, from the wall clocks of server and clients (only exact
+    when they share a clock, as on loopback; across hosts it is as good as their NTP).
+
+    ``pickup``: from sending until a ClientApp handler started (the SuperNode's idle pull interval
+    plus the process start); ``start``: the part of it from the ClientApp process being created
+    until the handler ran; ``return``: from the last handler finishing until all replies were in.
+    """
+    pickups, starts, finished = [], [], []
+    for msg in replies:
+        m = msg.content.metric_records.get("metrics")
+        if m is None or "started-at" not in m:
+            continue
+        pickups.append(float(m["started-at"]) - sent_at)
+        finished.append(float(m["finished-at"]))
+        if "forked-at" in m:
+            starts.append(float(m["started-at"]) - float(m["forked-at"]))
+    out: dict[str, float] = {}
+    if pickups:
+        out["pickup_seconds_max"] = max(pickups)
+        out["return_seconds"] = received_at - max(finished)
+    if starts:
+        out["process_start_seconds_max"] = max(starts)
+    return out
+
+
 class _Tracker:
     """Thin MLflow logger bound to the session's run (created beforehand by the coordinator)."""
 
@@ -176,6 +202,7 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
     completed = 0
     for rnd in range(1, spec.num_rounds + 1):
         t_round = time.monotonic()
+        train_config["sent-at"] = time.time()  # wall clock: the clients report theirs (latency split)
         messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
         replies = list(grid.send_and_receive(messages=messages, timeout=spec.round_timeout))
         ok = [m for m in replies if not m.has_error()]
@@ -189,6 +216,7 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
                 f"round {rnd} got {len(ok)} client updates, fewer than min_fit_clients={spec.min_fit_clients}"
             )
         t_replies = time.monotonic()
+        latency = _latency_split(ok, float(train_config["sent-at"]), time.time())
         new_arrays, _ = strategy.aggregate_train(rnd, ok)
         if new_arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")
@@ -208,6 +236,7 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             "clients_ok": float(len(ok)),
             "clients_failed": float(len(failed)),
             "client_compute_seconds_max": max(compute) if compute else 0.0,
+            **latency,
         }
         tracker.metrics({**metrics, **client, **round_stats}, step=rnd)
         append_jsonl(

@@ -97,6 +97,10 @@ def run_session(root: Path, data: Path, rounds: int, model: str, warm: bool) -> 
     return {"rows": rows, "peak_rss": sampler.peak, "wall": wall}
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -112,7 +116,9 @@ def main() -> None:
             results[label] = run_session(root / label.split()[0], data, args.rounds, args.model, warm)
 
     table = Table(title=f"Round overhead, 3 clients, {args.model}, {args.rounds} rounds (seconds)")
-    for col in ("variant", "round", "train phase", "slowest client compute", "overhead", "server eval"):
+    cols = ("variant", "round", "train phase", "slowest client compute", "overhead", "of it: pickup",
+            "process start", "reply return", "server eval", "round incl. eval")  # fmt: skip
+    for col in cols:
         table.add_column(col, justify="right")
     summary = {}
     for label, res in results.items():
@@ -126,7 +132,11 @@ def main() -> None:
                 f"{r['train_phase_seconds']:.2f}",
                 f"{r['client_compute_seconds_max']:.2f}",
                 f"{over:.2f}",
+                _fmt(r.get("pickup_seconds_max")),
+                _fmt(r.get("process_start_seconds_max")),
+                _fmt(r.get("return_seconds")),
                 f"{r['eval_seconds']:.2f}",
+                f"{r['round_seconds']:.2f}",
             )
         summary[label] = (statistics.mean(overheads), max(overheads), res["peak_rss"], res["wall"])
     console.print(table)

@@ -16,6 +16,7 @@ from flwr.clientapp import ClientApp
 
 from kosmos_fl.fl import faults
 from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.fl.warm_exec import FORKED_AT
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase
 
@@ -26,6 +27,7 @@ app = ClientApp()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model for the configured local epochs; reply with new weights."""
     t0 = time.monotonic()
+    started_at = time.time()
     spec = NodeSpec.read(str(context.node_config["session-file"]))
     if spec.torch_threads:
         torch.set_num_threads(spec.torch_threads)
@@ -54,6 +56,10 @@ def train(msg: Message, context: Context) -> Message:
             "train_loss": float(loss),
             "client-id": spec.client_id,
             "compute-seconds": time.monotonic() - t0,
+            # wall clocks, for the server's latency split (see server_app._latency_split)
+            "started-at": started_at,
+            "finished-at": time.time(),
+            **({"forked-at": FORKED_AT[0]} if FORKED_AT else {}),
         }
     )
     weights = faults.corrupt(get_weights(model))  # test-only hook, see kosmos_fl.fl.faults

@@ -61,6 +61,32 @@ def _client_metrics(replies: list[Message]) -> dict[str, float]:
     return out
 
 
+def _latency_split(replies: list[Message], sent_at: float, received_at: float) -> dict[str, float]:
+    """Where a train phase's time went, from the wall clocks of server and clients (only exact
+    when they share a clock, as on loopback; across hosts it is as good as their NTP).
+
+    ``pickup``: from sending until a ClientApp handler started (the SuperNode's idle pull interval
+    plus the process start); ``start``: the part of it from the ClientApp process being created
+    until the handler ran; ``return``: from the last handler finishing until all replies were in.
+    """
+    pickups, starts, finished = [], [], []
+    for msg in replies:
+        m = msg.content.metric_records.get("metrics")
+        if m is None or "started-at" not in m:
+            continue
+        pickups.append(float(m["started-at"]) - sent_at)
+        finished.append(float(m["finished-at"]))
+        if "forked-at" in m:
+            starts.append(float(m["started-at"]) - float(m["forked-at"]))
+    out: dict[str, float] = {}
+    if pickups:
+        out["pickup_seconds_max"] = max(pickups)
+        out["return_seconds"] = received_at - max(finished)
+    if starts:
+        out["process_start_seconds_max"] = max(starts)
+    return out
+
+
 class _Tracker:
     """Thin MLflow logger bound to the session's run (created beforehand by the coordinator)."""
 
@@ -220,6 +246,7 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             raise FederationError(
                 quorum_lost_message(f"before round {rnd}", alive, spec.min_fit_clients, clients.dead())
             )
+        train_config["sent-at"] = time.time()  # wall clock: the clients report theirs (latency split)
         messages = list(strategy.configure_train(rnd, arrays, train_config, live_grid))
         append_jsonl(
             progress,
@@ -250,6 +277,7 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
                 )
             )
         t_replies = time.monotonic()
+        latency = _latency_split(accepted, float(train_config["sent-at"]), time.time())
         new_arrays, _ = strategy.aggregate_train(rnd, accepted)
         if new_arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")
@@ -272,6 +300,7 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             "clients_timed_out": float(len(got.timed_out)),
             "updates_rejected": float(len(screened.rejected)),
             "client_compute_seconds_max": max(compute) if compute else 0.0,
+            **latency,
         }
         for cid, _reason in screened.rejected:
             round_stats[f"update_rejected_client{'unknown' if cid is None else cid}"] = 1.0

@@ -23,11 +23,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 TEMPLATE_FLAG = "--template"
 #: How often the SuperExec asks its SuperNode for new tasks (Flower's default is 1 s).
-TASK_POLL_INTERVAL = "0.2"
+TASK_POLL_INTERVAL = "0.1"
+#: In a forked ClientApp process: the wall-clock time of the fork (reported for the latency split).
+FORKED_AT: list[float] = []
 
 
 class WarmExecutor:
@@ -128,7 +131,9 @@ def _template() -> None:
     for line in sys.stdin:
         if not line.strip():
             continue
+        forked_at = time.time()
         if os.fork() == 0:  # child: run the task, never return to the loop
+            FORKED_AT.append(forked_at)
             code = 1
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.e2e
 
 #: Flower reports a SIGKILLed SuperNode only after two 30 s heartbeat intervals.
 FLOWER_DETECTION_SECONDS = 60.0
+#: Generous: on a machine shared with other heavy jobs the server's start-up alone can take minutes.
+START_TIMEOUT = 300.0
 
 
 @pytest.fixture
@@ -82,6 +84,7 @@ def test_client_killed_mid_round_session_completes_with_quorum_and_client_rejoin
     federation: Federation, generated_bearings: Path
 ) -> None:
     federation.start_server(
+        timeout=START_TIMEOUT,
         **_server(generated_bearings, num_clients=3, min_fit_clients=2, n_federated_train_epoch=2),
         round_timeout=300,
     )
@@ -124,7 +127,9 @@ def test_client_killed_mid_round_session_completes_with_quorum_and_client_rejoin
 def test_quorum_lost_ends_the_session_quickly_with_a_clear_status(
     federation: Federation, generated_bearings: Path
 ) -> None:
-    federation.start_server(**_server(generated_bearings, num_clients=2, n_federated_train_epoch=2))
+    federation.start_server(
+        timeout=START_TIMEOUT, **_server(generated_bearings, num_clients=2, n_federated_train_epoch=2)
+    )
     federation.start_client("site-a", **_client(generated_bearings, "Bearing1_1"))
     b = federation.start_client(
         "site-b", extra_env={"KOSMOS_FL_FAULT": "delay:120"}, **_client(generated_bearings, "Bearing2_1")
@@ -147,7 +152,8 @@ def test_poisoned_updates_are_rejected_and_session_completes(
     federation: Federation, generated_bearings: Path
 ) -> None:
     federation.start_server(
-        **_server(generated_bearings, num_clients=3, min_fit_clients=1, n_federated_train_epoch=2)
+        timeout=START_TIMEOUT,
+        **_server(generated_bearings, num_clients=3, min_fit_clients=1, n_federated_train_epoch=2),
     )
     federation.start_client("honest", **_client(generated_bearings, "Bearing1_1"))
     federation.start_client(
@@ -184,7 +190,7 @@ def test_server_killed_mid_session_resumes_into_the_same_run(
 ) -> None:
     """``crash``: SIGKILL of the server process; ``stop``: SIGTERM (an operator's restart)."""
     config = _server(generated_bearings, num_clients=2, n_federated_train_epoch=3)
-    server = federation.start_server(**config)
+    server = federation.start_server(timeout=START_TIMEOUT, **config)
     slow = {"KOSMOS_FL_FAULT": "delay:2"}  # keeps each round open a little, so the kill lands mid-session
     federation.start_client("site-a", extra_env=slow, **_client(generated_bearings, "Bearing1_1"))
     federation.start_client("site-b", extra_env=slow, **_client(generated_bearings, "Bearing2_1"))
@@ -209,7 +215,7 @@ def test_server_killed_mid_session_resumes_into_the_same_run(
     if how == "stop":
         assert interrupted.data.tags["kosmos.status"] == "interrupted"
 
-    federation.start_server(**config, resume=True)
+    federation.start_server(timeout=START_TIMEOUT, **config, resume=True)
     done = federation.wait_sessions(1, timeout=480)[0]
     assert done["status"] == "completed", done
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from kosmos_fl import __version__
 from kosmos_fl.data.cli import app as data_app
 from kosmos_fl.errors import FederationError, KosmosError
+from kosmos_fl.security.cli import certs_app, clients_app
 
 app = typer.Typer(
     name="kosmos-fl",
@@ -25,6 +26,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data", help="Prepare, generate and inspect bearing / turbofan data.")
+app.add_typer(certs_app, name="certs", help="Development certificates (CA, server, clients).")
+app.add_typer(clients_app, name="clients", help="Onboard, list and revoke clients (credentials).")
 
 err_console = Console(stderr=True)
 
@@ -69,6 +72,7 @@ def _default_file(name: str) -> Path | None:
 def server(
     config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    insecure: bool = typer.Option(False, "--insecure", help="Accept plain traffic on network addresses."),
 ) -> None:
     """Run the KOSMoS server: Socket.IO control plane, Flower SuperLink, sessions, MLflow."""
     import asyncio
@@ -78,7 +82,7 @@ def server(
 
     _logging(verbose)
     config = config or _default_file("config.yaml")
-    cfg = load_server_config(config)
+    cfg = load_server_config(config, insecure=insecure or None)
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, base))
@@ -90,6 +94,7 @@ def client(
     name: str | None = typer.Option(None, "--name", help="Client name shown to the server."),
     once: bool = typer.Option(False, "--once", help="Exit after one training session."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    insecure: bool = typer.Option(False, "--insecure", help="Accept plain traffic to a network server."),
 ) -> None:
     """Run a KOSMoS client: check criteria, register, train when the server starts a session."""
     import asyncio
@@ -99,7 +104,7 @@ def client(
 
     _logging(verbose)
     config = config or _default_file("client.yaml")
-    cfg = load_client_config(config, client_name=name)
+    cfg = load_client_config(config, client_name=name, insecure=insecure or None)
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(KosmosClient(cfg, base, once=once).run())

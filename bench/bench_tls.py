@@ -38,26 +38,40 @@ def run(root: Path, data: Path, mode: str, rounds: int, n_clients: int) -> dict[
     if mode != "plain":
         paths = certs.init(root / "certs")
         fed.ca_file = paths.ca_cert
-        server["tls"] = {"certfile": str(paths.server_cert), "keyfile": str(paths.server_key),
-                         "ca_certfile": str(paths.ca_cert)}  # fmt: skip
+        server["tls"] = {
+            "certfile": str(paths.server_cert),
+            "keyfile": str(paths.server_key),
+            "ca_certfile": str(paths.ca_cert),
+        }
         registry = ClientRegistry(root / mode / "clients.json")
         server["clients_file"] = str(registry.path)
         if mode == "tls":
             server["client_auth"] = "off"
             client_extra = [{"tls_ca_certfile": str(paths.ca_cert)} for _ in range(n_clients)]
         else:
-            client_extra = [{"credentials": str(registry.add(f"site{i}", root / mode / "bundles", paths.ca_cert))}
-                            for i in range(n_clients)]  # fmt: skip
+            client_extra = [
+                {"credentials": str(registry.add(f"site{i}", root / mode / "bundles", paths.ca_cert))}
+                for i in range(n_clients)
+            ]
     t0 = time.monotonic()
     try:
         fed.start_server(
-            num_clients=n_clients, n_federated_train_epoch=rounds, data_path=str(data),
-            test_bearings=["Bearing1_3"], usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
-            training={"local_epochs": 1, "batch_size": 32}, **server,
-        )  # fmt: skip
+            num_clients=n_clients,
+            n_federated_train_epoch=rounds,
+            data_path=str(data),
+            test_bearings=["Bearing1_3"],
+            usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
+            training={"local_epochs": 1, "batch_size": 32},
+            **server,
+        )
         for i in range(n_clients):
-            fed.start_client(f"site{i}", data_path=str(data), bearings=CLIENT_BEARINGS[i % 3], torch_threads=1,
-                             **client_extra[i])  # fmt: skip
+            fed.start_client(
+                f"site{i}",
+                data_path=str(data),
+                bearings=CLIENT_BEARINGS[i % 3],
+                torch_threads=1,
+                **client_extra[i],
+            )
         done = fed.wait_sessions(1, timeout=900)[0]
         if done["status"] != "completed":
             raise SystemExit(f"{mode}: session failed: {done.get('reason')}")
@@ -83,18 +97,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
         root = Path(tmp)
         data = root / "data"
-        generate_dataset(data, bearings=[b for pair in CLIENT_BEARINGS for b in pair] + ["Bearing1_3"], seed=3,
-                         snapshots=(60, 80))  # fmt: skip
+        generate_dataset(
+            data,
+            bearings=[b for pair in CLIENT_BEARINGS for b in pair] + ["Bearing1_3"],
+            seed=3,
+            snapshots=(60, 80),
+        )
         results = [run(root, data, mode, args.rounds, args.clients) for mode in ("plain", "tls", "tls+auth")]
     base = results[0]
-    table = Table("config", "round s (mean)", "train phase s", "client compute s", "rounds s", "whole run s",
-                  "round ratio", "train-phase ratio", title=f"{args.clients} clients, {args.rounds} rounds")  # fmt: skip
+    table = Table(
+        "config",
+        "round s (mean)",
+        "train phase s",
+        "client compute s",
+        "rounds s",
+        "whole run s",
+        "round ratio",
+        "train-phase ratio",
+        title=f"{args.clients} clients, {args.rounds} rounds",
+    )
     for r in results:
         table.add_row(
-            r["mode"], f"{r['round_s']:.2f}", f"{r['train_s']:.2f}", f"{r['compute_s']:.2f}",
-            " ".join(map(str, r["rounds"])), f"{r['session_s']:.1f}",
-            f"{r['round_s'] / base['round_s']:.3f}", f"{r['train_s'] / base['train_s']:.3f}",
-        )  # fmt: skip
+            r["mode"],
+            f"{r['round_s']:.2f}",
+            f"{r['train_s']:.2f}",
+            f"{r['compute_s']:.2f}",
+            " ".join(map(str, r["rounds"])),
+            f"{r['session_s']:.1f}",
+            f"{r['round_s'] / base['round_s']:.3f}",
+            f"{r['train_s'] / base['train_s']:.3f}",
+        )
     console.print(table)
 
 

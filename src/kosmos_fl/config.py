@@ -177,7 +177,9 @@ class ServerConfig(_Model):
                     "tls.ca_certfile (`kosmos-fl certs init` makes development ones)"
                 )
             if self.client_auth == "off":
-                raise ValueError("profile 'production' requires client authentication; remove client_auth: off")
+                raise ValueError(
+                    "profile 'production' requires client authentication; remove client_auth: off"
+                )
         return self
 
     @field_validator("tags", mode="before")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -50,9 +49,14 @@ def supernode_refused(fed: LocalFederation, key: Path, ca: Path, name: str) -> s
     """Start a bare SuperNode with ``key`` against the public Fleet address; return its log once
     the SuperLink has refused it (Flower ends a SuperNode whose key is not registered)."""
     node = runtime.start_supernode(
-        f"127.0.0.1:{fed.flwr_port}", {"client-id": 9}, fed.root / name / "flower", fed.root / name / "node.log",
-        warm=False, root_certificates=ca, auth_private_key=key,
-    )  # fmt: skip
+        f"127.0.0.1:{fed.flwr_port}",
+        {"client-id": 9},
+        fed.root / name / "flower",
+        fed.root / name / "node.log",
+        warm=False,
+        root_certificates=ca,
+        auth_private_key=key,
+    )
     fed.procs.append(node)
     wait_for(lambda: not node.alive(), 120, f"the {name} SuperNode to be turned away")
     assert node.proc.returncode != 0
@@ -67,22 +71,36 @@ def test_session_over_tls_with_credentials_then_refusals(
     fed.ca_file = paths.ca_cert
     registry = ClientRegistry(tmp_path / "server-security" / "clients.json")
     bundles = {n: registry.add(n, tmp_path / "bundles", paths.ca_cert) for n in ("site-a", "site-b")}
-    tls = {"certfile": str(paths.server_cert), "keyfile": str(paths.server_key), "ca_certfile": str(paths.ca_cert)}
+    tls = {
+        "certfile": str(paths.server_cert),
+        "keyfile": str(paths.server_key),
+        "ca_certfile": str(paths.ca_cert),
+    }
     fed.start_server(
-        num_clients=2, n_federated_train_epoch=2, data_path=str(generated_bearings),
-        test_bearings=["Bearing1_3", "Bearing2_3"], mlflow_experiment_name="e2e-tls",
+        num_clients=2,
+        n_federated_train_epoch=2,
+        data_path=str(generated_bearings),
+        test_bearings=["Bearing1_3", "Bearing2_3"],
+        mlflow_experiment_name="e2e-tls",
         usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
         training={"local_epochs": 1, "learning_rate": 0.003, "batch_size": 16},
-        tls=tls, clients_file=str(registry.path), profile="production",
-    )  # fmt: skip
+        tls=tls,
+        clients_file=str(registry.path),
+        profile="production",
+    )
     # plain HTTP to the TLS listeners does not work
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{fed.sio_port}/status", timeout=3).read()
 
     units = {"site-a": ["Bearing1_1", "Bearing1_2"], "site-b": ["Bearing2_1", "Bearing2_2"]}
     clients = [
-        fed.start_client(n, data_path=str(generated_bearings), bearings=units[n], credentials=str(bundles[n]),
-                         profile="production")  # fmt: skip
+        fed.start_client(
+            n,
+            data_path=str(generated_bearings),
+            bearings=units[n],
+            credentials=str(bundles[n]),
+            profile="production",
+        )
         for n in units
     ]
     done = fed.wait_sessions(1, timeout=300)[0]
@@ -103,31 +121,54 @@ def test_session_over_tls_with_credentials_then_refusals(
     intruder = fed.start_client("mallory", data_path=str(generated_bearings), credentials=str(forged))
     assert intruder.proc.wait(60) == 2, intruder.tail(20)
     assert "refused this client: unknown client 'mallory'" in text(intruder.log_path)
-    assert "refused connection from 127.0.0.1: unknown client 'mallory'" in text(fed.root / "logs" / "server.log")
+    assert "refused connection from 127.0.0.1: unknown client 'mallory'" in text(
+        fed.root / "logs" / "server.log"
+    )
 
     # an unregistered SuperNode key is refused by the SuperLink (Flower node authentication)
     stray = ec.generate_private_key(ec.SECP384R1())
     stray_key = tmp_path / "stray.key"
-    stray_key.write_bytes(stray.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                              serialization.NoEncryption()))  # fmt: skip
+    stray_key.write_bytes(
+        stray.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
     stray_log = supernode_refused(fed, stray_key, paths.ca_cert, "stray")
     assert "Failed to activate SuperNode" in stray_log, stray_log[-2000:]
 
     # revoke site-b: its key is unregistered from the SuperLink and its next connection is refused
     main(["clients", "revoke", "site-b", "-c", str(fed.root / "config" / "server.yaml")])
-    wait_for(lambda: "client site-b: SuperNode key unregistered" in text(fed.root / "logs" / "server.log"),
-             60, "the revoked key to be unregistered")  # fmt: skip
-    again = fed.start_client("site-b", data_path=str(generated_bearings), bearings=units["site-b"],
-                             credentials=str(bundles["site-b"]))  # fmt: skip
+    wait_for(
+        lambda: "client site-b: SuperNode key unregistered" in text(fed.root / "logs" / "server.log"),
+        60,
+        "the revoked key to be unregistered",
+    )
+    again = fed.start_client(
+        "site-b",
+        data_path=str(generated_bearings),
+        bearings=units["site-b"],
+        credentials=str(bundles["site-b"]),
+    )
     assert again.proc.wait(60) == 2, again.tail(20)
     assert "refused this client: client 'site-b' was revoked at" in text(again.log_path)
     revoked_log = supernode_refused(fed, bundles["site-b"] / "supernode.key", paths.ca_cert, "revoked")
     assert "Failed to activate SuperNode" in revoked_log, revoked_log[-2000:]
     # site-a still gets in (the refusals are about identity, not a broken server)
-    ok = fed.start_client("site-a", once=False, data_path=str(generated_bearings), bearings=units["site-a"],
-                          credentials=str(bundles["site-a"]))  # fmt: skip
-    wait_for(lambda: any(c.get("name") == "site-a" and c["state"] == "eligible"
-                         for c in (fed.status() or {}).get("clients", [])), 60, "site-a to register")  # fmt: skip
+    ok = fed.start_client(
+        "site-a",
+        once=False,
+        data_path=str(generated_bearings),
+        bearings=units["site-a"],
+        credentials=str(bundles["site-a"]),
+    )
+    wait_for(
+        lambda: any(
+            c.get("name") == "site-a" and c["state"] == "eligible"
+            for c in (fed.status() or {}).get("clients", [])
+        ),
+        60,
+        "site-a to register",
+    )
     assert ok.alive()
 
 
@@ -142,11 +183,18 @@ def test_insecure_flag_warns_and_plain_network_listen_is_refused_without_it(
     )
     import subprocess
 
-    res = subprocess.run([*CLI, "server", "-c", str(cfg)], env=fed.env, capture_output=True, text=True,
-                         timeout=120, check=False)  # fmt: skip
+    res = subprocess.run(
+        [*CLI, "server", "-c", str(cfg)],
+        env=fed.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 2 and "pass --insecure to accept plain traffic" in res.stderr, res.stderr
-    proc = runtime.ManagedProcess.start("server", [*CLI, "server", "-c", str(cfg), "--insecure"], fed.env,
-                                        fed.root / "logs" / "insecure.log")  # fmt: skip
+    proc = runtime.ManagedProcess.start(
+        "server", [*CLI, "server", "-c", str(cfg), "--insecure"], fed.env, fed.root / "logs" / "insecure.log"
+    )
     fed.procs.append(proc)
     fed.server = proc
     wait_for(lambda: fed.status() is not None, 90, "the --insecure server")

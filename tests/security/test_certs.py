@@ -60,7 +60,10 @@ def test_tls_handshake_verifies_server_against_the_ca_and_rejects_a_foreign_ca(t
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     good = ssl.create_default_context(cafile=str(paths.ca_cert))
-    with socket.create_connection(("127.0.0.1", port)) as raw, good.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        good.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+    ):
         assert s.recv(2) == b"ok"
     bad = ssl.create_default_context(cafile=str(other.ca_cert))
     with pytest.raises(ssl.SSLCertVerificationError), socket.create_connection(("127.0.0.1", port)) as raw:

@@ -88,9 +88,13 @@ def flwr_ls(flwr_home: Path, address: str, ca: Path, prefix: list[str]) -> subpr
     runtime.write_connection(flwr_home, address, root_certificates=ca)
     return subprocess.run(
         [*prefix, runtime._tool("flwr"), "ls", runtime.CONNECTION, "--format", "json"],
-        env=runtime.flower_env(flwr_home), capture_output=True, text=True, timeout=120, check=False,
+        env=runtime.flower_env(flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         cwd=flwr_home,
-    )  # fmt: skip
+    )
 
 
 def test_run_submission_and_admin_endpoints_are_not_reachable_from_the_network(
@@ -103,17 +107,26 @@ def test_run_submission_and_admin_endpoints_are_not_reachable_from_the_network(
     fed.ca_file = paths.ca_cert
     try:
         fed.start_server(
-            socketio_address=f"0.0.0.0:{fed.sio_port}", flwr_server_address=f"0.0.0.0:{fed.flwr_port}",
-            tls={"certfile": str(paths.server_cert), "keyfile": str(paths.server_key),
-                 "ca_certfile": str(paths.ca_cert)},
+            socketio_address=f"0.0.0.0:{fed.sio_port}",
+            flwr_server_address=f"0.0.0.0:{fed.flwr_port}",
+            tls={
+                "certfile": str(paths.server_cert),
+                "keyfile": str(paths.server_key),
+                "ca_certfile": str(paths.ca_cert),
+            },
             clients_file=str(registry.path),
-        )  # fmt: skip
+        )
         superlink_log = (tmp_path / "fed" / "server" / "logs" / "superlink.log").read_text()
         internal = int(re.search(r"flower-superlink .*--port (\d+)", superlink_log).group(1))  # type: ignore[union-attr]
         assert re.search(r"flower-superlink .*--host 127\.0\.0\.1 ", superlink_log)
         args = [str(paths.ca_cert), HOST_IP, str(fed.sio_port), str(fed.flwr_port), str(internal)]
-        res = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", PROBE, *args],
-                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        res = subprocess.run(
+            ["ip", "netns", "exec", netns, sys.executable, "-c", PROBE, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr
         remote = json.loads(res.stdout)
         print("from the network:", remote)
@@ -128,12 +141,17 @@ def test_run_submission_and_admin_endpoints_are_not_reachable_from_the_network(
         assert remote["fleet"] not in (404, 502) and isinstance(remote["fleet"], int), remote
 
         # the real flwr CLI: listing/submitting runs fails from the namespace...
-        remote_ls = flwr_ls(tmp_path / "remote-flwr", f"{HOST_IP}:{fed.flwr_port}", paths.ca_cert,
-                            ["ip", "netns", "exec", netns])  # fmt: skip
+        remote_ls = flwr_ls(
+            tmp_path / "remote-flwr",
+            f"{HOST_IP}:{fed.flwr_port}",
+            paths.ca_cert,
+            ["ip", "netns", "exec", netns],
+        )
         assert '"success": true' not in remote_ls.stdout, remote_ls.stdout
         print("flwr ls via the public port:", remote_ls.stdout.strip()[-300:])
-        remote_ls2 = flwr_ls(tmp_path / "remote-flwr2", f"{HOST_IP}:{internal}", paths.ca_cert,
-                             ["ip", "netns", "exec", netns])  # fmt: skip
+        remote_ls2 = flwr_ls(
+            tmp_path / "remote-flwr2", f"{HOST_IP}:{internal}", paths.ca_cert, ["ip", "netns", "exec", netns]
+        )
         assert '"success": true' not in remote_ls2.stdout, remote_ls2.stdout
         print("flwr ls via the SuperLink port:", remote_ls2.stdout.strip()[-300:])
         # ...and works on the server host's loopback (positive control: the API is alive)

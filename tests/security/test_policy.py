@@ -23,7 +23,9 @@ def test_production_profile_refuses_plain_config() -> None:
         client_security(load_client_config(None, profile="production"), Path.cwd())
 
 
-def test_plain_on_the_network_needs_insecure_and_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_on_the_network_needs_insecure_and_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = load_server_config(None, socketio_address="0.0.0.0:6000", flwr_server_address="127.0.0.1:9092")
     with pytest.raises(ConfigError, match=r"TLS is off but socketio_address 0.0.0.0:6000 listen.*--insecure"):
         server_security(cfg, tmp_path)
@@ -31,7 +33,10 @@ def test_plain_on_the_network_needs_insecure_and_warns(tmp_path: Path, capsys: p
     assert not sec.tls and not sec.client_auth
     assert INSECURE_WARNING in capsys.readouterr().err
     # loopback only (the demo): plain is fine and silent
-    server_security(load_server_config(None, socketio_address="127.0.0.1:6000", flwr_server_address="127.0.0.1:1"), tmp_path)
+    server_security(
+        load_server_config(None, socketio_address="127.0.0.1:6000", flwr_server_address="127.0.0.1:1"),
+        tmp_path,
+    )
     assert capsys.readouterr().err == ""
 
 
@@ -39,10 +44,16 @@ def test_tls_keys_are_checked_with_the_key_and_the_fix_named(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"config key 'tls': .*missing: keyfile, ca_certfile"):
         load_server_config(None, tls={"certfile": "x.pem"})
     cfg = load_server_config(None, tls={"certfile": "nope.pem", "keyfile": "k", "ca_certfile": "c"})
-    with pytest.raises(ConfigError, match=r"config key 'tls.certfile': file .*nope.pem does not exist; run `kosmos-fl certs init`"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'tls.certfile': file .*nope.pem does not exist; run `kosmos-fl certs init`",
+    ):
         server_security(cfg, tmp_path)
     p = certs.init(tmp_path / "c")
-    ok = load_server_config(None, tls={"certfile": str(p.server_cert), "keyfile": str(p.server_key), "ca_certfile": str(p.ca_cert)})
+    ok = load_server_config(
+        None,
+        tls={"certfile": str(p.server_cert), "keyfile": str(p.server_key), "ca_certfile": str(p.ca_cert)},
+    )
     sec = server_security(ok, tmp_path)
     assert sec.tls and sec.client_auth  # auto: TLS on means credentials are required
     swapped = ok.model_copy(update={"tls": ok.tls.model_copy(update={"keyfile": str(p.ca_key)})})
@@ -53,8 +64,13 @@ def test_tls_keys_are_checked_with_the_key_and_the_fix_named(tmp_path: Path) -> 
 def test_cli_production_refusal_is_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text("profile: production\n")
-    res = subprocess.run([sys.executable, "-m", "kosmos_fl.cli", "server", "-c", str(cfg)],
-                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "kosmos_fl.cli", "server", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error: config: profile 'production' requires TLS")
     assert "Traceback" not in res.stderr

@@ -111,7 +111,11 @@ class KosmosClient:
         log.warning("disconnected from the server (%s); reconnecting", reason)
 
     async def on_connect_error(self, data: Any = None) -> None:
-        if isinstance(data, dict) and isinstance(data.get("data"), dict) and data["data"].get("kosmos") == "refused":
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("data"), dict)
+            and data["data"].get("kosmos") == "refused"
+        ):
             self.refused = str(data.get("message"))
             log.error("the server refused this client: %s", self.refused)
             self.done.set()
@@ -165,7 +169,9 @@ class KosmosClient:
             session_dir / "supernode.log",
             warm=self.config.warm_clientapp,
             root_certificates=self.security.ca_certfile,
-            auth_private_key=self.security.credentials.node_private_key if self.security.credentials else None,
+            auth_private_key=self.security.credentials.node_private_key
+            if self.security.credentials
+            else None,
         )
 
     async def on_end_train(self, data: dict[str, Any]) -> None:

@@ -169,7 +169,14 @@ def start_superlink(
     """
     security = ["--insecure"]
     if tls is not None:
-        security = ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1]), "--ssl-ca-certfile", str(tls[2])]
+        security = [
+            "--ssl-certfile",
+            str(tls[0]),
+            "--ssl-keyfile",
+            str(tls[1]),
+            "--ssl-ca-certfile",
+            str(tls[2]),
+        ]
         if node_auth:
             security.append("--enable-supernode-auth")
     args = [
@@ -212,7 +219,9 @@ def start_supernode(
     """
     cfg = " ".join(f"{k}={json.dumps(v)}" for k, v in node_config.items())
     port = free_port()
-    security = ["--insecure"] if root_certificates is None else ["--root-certificates", str(root_certificates)]
+    security = (
+        ["--insecure"] if root_certificates is None else ["--root-certificates", str(root_certificates)]
+    )
     if auth_private_key is not None:
         security += ["--auth-supernode-private-key", str(auth_private_key)]
     args = [

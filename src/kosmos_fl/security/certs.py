@@ -81,7 +81,9 @@ def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -95,7 +97,9 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
     )
 
 
-def make_ca(common_name: str = "kosmos-fl development CA") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_ca(
+    common_name: str = "kosmos-fl development CA",
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A self-signed CA certificate that may only sign end-entity certificates."""
     key = _key()
     cert = (
@@ -103,12 +107,18 @@ def make_ca(common_name: str = "kosmos-fl development CA") -> tuple[x509.Certifi
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .sign(key, hashes.SHA384())
     )
     return cert, key
@@ -155,7 +165,9 @@ def load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
             f"cannot read the CA in {directory} ({exc}); run `kosmos-fl certs init --dir {directory}` first"
         ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ConfigError(f"{directory / CA_KEY} is not an EC private key; recreate it with `kosmos-fl certs init`")
+        raise ConfigError(
+            f"{directory / CA_KEY} is not an EC private key; recreate it with `kosmos-fl certs init`"
+        )
     return cert, key
 
 

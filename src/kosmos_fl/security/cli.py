@@ -24,9 +24,11 @@ def certs_init(
     directory: Path = typer.Option(Path("certs"), "--dir", help="Where to write the CA and certificates."),
     host: list[str] = typer.Option([], "--host", help="Extra server host name or IP (repeatable)."),
     client: list[str] = typer.Option([], "--client", help="Also issue a client certificate (repeatable)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing CA (invalidates issued certificates)."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing CA (invalidates issued certificates)."
+    ),
 ) -> None:
-    """Create a development CA, a server certificate (localhost, 127.0.0.1 + --host) and client certificates."""
+    """Create a development CA, a server certificate (localhost, 127.0.0.1, --host) and client certs."""
     from kosmos_fl.security.certs import init
 
     paths = init(directory, host, client, force=force)
@@ -36,7 +38,8 @@ def certs_init(
         console.print(f"client      {name}: {cert}")
     console.print(
         "config.yaml:\n  tls:\n"
-        f"    certfile: {paths.server_cert}\n    keyfile: {paths.server_key}\n    ca_certfile: {paths.ca_cert}",
+        f"    certfile: {paths.server_cert}\n    keyfile: {paths.server_key}\n"
+        f"    ca_certfile: {paths.ca_cert}",
         highlight=False,
     )
 
@@ -68,7 +71,9 @@ def clients_add(
     registry, ca = _registry(config)
     assert isinstance(registry, ClientRegistry)
     bundle = registry.add(name, out, ca)
-    console.print(f"client {name} added; hand the folder {bundle} to the site (it holds secrets: send it privately)")
+    console.print(
+        f"client {name} added; hand the folder {bundle} to the site (it holds secrets: send it privately)"
+    )
     console.print(f"site client.yaml:  credentials: {bundle}", highlight=False)
     if ca is None:
         console.print("[yellow]note:[/] no tls.ca_certfile in the server config, so the bundle has no ca.pem")

@@ -117,7 +117,9 @@ class ClientRegistry:
             raise ConfigError(f"client {name!r} already exists ({state}); choose another name")
         bundle = out_dir / name
         if bundle.exists() and any(bundle.iterdir()):
-            raise ConfigError(f"bundle folder {bundle} exists and is not empty; remove it or pass another --out")
+            raise ConfigError(
+                f"bundle folder {bundle} exists and is not empty; remove it or pass another --out"
+            )
         token = secrets.token_urlsafe(32)
         key = ec.generate_private_key(ec.SECP384R1())
         public = key.public_key().public_bytes(
@@ -133,7 +135,9 @@ class ClientRegistry:
         creds: dict[str, Any] = {"name": name, "token": token}
         if ca_file is not None:
             if not ca_file.is_file():
-                raise ConfigError(f"CA certificate {ca_file} does not exist; run `kosmos-fl certs init` first")
+                raise ConfigError(
+                    f"CA certificate {ca_file} does not exist; run `kosmos-fl certs init` first"
+                )
             shutil.copyfile(ca_file, bundle / BUNDLE_CA)
             if (ca_file.parent / CA_KEY).exists():
                 cert, ckey = issue_client(ca_file.parent, name, bundle)
@@ -156,7 +160,11 @@ class ClientRegistry:
     def verify(self, auth: Any) -> tuple[str | None, str]:
         """Check a handshake's ``auth``; returns (client name, "") or (None, reason)."""
         if not isinstance(auth, dict) or not auth.get("token"):
-            return None, "no client credentials in the handshake (auth token missing); onboard this site with `kosmos-fl clients add` and set `credentials` in client.yaml"
+            return (
+                None,
+                "no client credentials in the handshake (auth token missing); onboard this site with "
+                "`kosmos-fl clients add` and set `credentials` in client.yaml",
+            )
         name, token = str(auth.get("client", "")), str(auth["token"])
         entry = self.load().get(name)
         if entry is None:

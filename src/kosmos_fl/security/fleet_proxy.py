@@ -24,9 +24,17 @@ FLEET_PREFIX = "/v1/fleet/"
 #: Largest request/response forwarded (model weights travel in Fleet messages).
 MAX_BODY = 1 << 30
 _HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length",
-}  # fmt: skip
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 
 
 class FleetProxy:
@@ -46,7 +54,9 @@ class FleetProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not request.path.startswith(FLEET_PREFIX) or ".." in request.path:
-            log.warning("refused %s %s from %s: not a Fleet API call", request.method, request.path, request.remote)
+            log.warning(
+                "refused %s %s from %s: not a Fleet API call", request.method, request.path, request.remote
+            )
             return web.json_response(
                 {"detail": "not found: only the Flower Fleet API is served on this address"}, status=404
             )
@@ -71,7 +81,11 @@ class FleetProxy:
 
 
 async def start_fleet_proxy(
-    host: str, port: int, upstream: str, upstream_ssl: ssl.SSLContext | None, server_ssl: ssl.SSLContext | None
+    host: str,
+    port: int,
+    upstream: str,
+    upstream_ssl: ssl.SSLContext | None,
+    server_ssl: ssl.SSLContext | None,
 ) -> web.AppRunner:
     """Listen on ``host:port`` (TLS when ``server_ssl``) and forward Fleet calls to ``upstream``."""
     proxy = FleetProxy(upstream, upstream_ssl)

@@ -465,11 +465,8 @@ class Coordinator:
         )  # fmt: skip
         if sec.tls and sec.client_auth:
             self.node_keys = NodeKeys(self.flwr_home, self.work_dir / "security" / "node-keys")
-            try:
-                await asyncio.to_thread(self.node_keys.sync, await asyncio.to_thread(sec.registry.load))
-            except KosmosError:
-                self.stop()
-                raise
+            await asyncio.to_thread(sec.registry.load)  # an unreadable registry fails start-up
+            # registering keys takes a `flwr` call each: done in the background (sessions sync first)
             self._registry_task = asyncio.create_task(self._watch_registry())
         elif sec.client_auth:
             log.warning("client_auth without TLS: the Flower training channel is not authenticated")
@@ -510,18 +507,17 @@ class Coordinator:
         """Apply ``kosmos-fl clients add/revoke`` to the SuperLink's node keys within a second."""
         assert self.security is not None and self.node_keys is not None
         path = self.security.registry.path
-        seen = path.stat().st_mtime_ns if path.exists() else 0
+        seen = -1
         while True:
-            await asyncio.sleep(every)
             mtime = path.stat().st_mtime_ns if path.exists() else 0
-            if mtime == seen:
-                continue
-            seen = mtime
-            try:
-                entries = await asyncio.to_thread(self.security.registry.load)
-                await asyncio.to_thread(self.node_keys.sync, entries)
-            except KosmosError as exc:
-                log.error("client registry change not applied: %s", exc)
+            if mtime != seen:
+                seen = mtime
+                try:
+                    entries = await asyncio.to_thread(self.security.registry.load)
+                    await asyncio.to_thread(self.node_keys.sync, entries)
+                except KosmosError as exc:
+                    log.error("client registry change not applied: %s", exc)
+            await asyncio.sleep(every)
 
     def stop(self) -> None:
         if self._registry_task is not None:

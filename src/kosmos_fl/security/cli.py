@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kosmos_fl.errors import ConfigError
+from kosmos_fl.security.clients import ClientRegistry
 
 certs_app = typer.Typer(no_args_is_help=True, add_completion=False)
 clients_app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -44,9 +44,9 @@ def certs_init(
     )
 
 
-def _registry(config: Path | None) -> tuple[object, Path | None]:
+def _registry(config: Path | None) -> tuple[ClientRegistry, Path | None]:
+    """The registry and CA certificate named by the server config (paths relative to it)."""
     from kosmos_fl.config import load_server_config
-    from kosmos_fl.security.clients import ClientRegistry
 
     if config is None and Path("config.yaml").is_file():
         config = Path("config.yaml")
@@ -66,10 +66,7 @@ def clients_add(
     out: Path = typer.Option(Path("client-bundles"), "--out", help="Folder the bundle is written into."),
 ) -> None:
     """Onboard a client: token + SuperNode key pair (+ CA, client certificate) in a bundle for the site."""
-    from kosmos_fl.security.clients import ClientRegistry
-
     registry, ca = _registry(config)
-    assert isinstance(registry, ClientRegistry)
     bundle = registry.add(name, out, ca)
     console.print(
         f"client {name} added; hand the folder {bundle} to the site (it holds secrets: send it privately)"
@@ -82,10 +79,7 @@ def clients_add(
 @clients_app.command("list")
 def clients_list(config: Path | None = CONFIG_OPT) -> None:
     """List onboarded clients and whether they are active or revoked."""
-    from kosmos_fl.security.clients import ClientRegistry
-
     registry, _ = _registry(config)
-    assert isinstance(registry, ClientRegistry)
     table = Table("name", "state", "created", "revoked")
     for e in registry.load().values():
         table.add_row(e.name, "active" if e.active else "revoked", e.created_at, e.revoked_at or "")
@@ -95,11 +89,6 @@ def clients_list(config: Path | None = CONFIG_OPT) -> None:
 @clients_app.command("revoke")
 def clients_revoke(name: str = typer.Argument(...), config: Path | None = CONFIG_OPT) -> None:
     """Revoke a client: refused at its next connection, cannot take part in the next session."""
-    from kosmos_fl.security.clients import ClientRegistry
-
     registry, _ = _registry(config)
-    assert isinstance(registry, ClientRegistry)
     entry = registry.revoke(name)
-    if entry.revoked_at is None:  # pragma: no cover - revoke always sets it
-        raise ConfigError(f"could not revoke {name}")
     console.print(f"client {name} revoked at {entry.revoked_at}")

@@ -58,7 +58,7 @@ def supernode_refused(fed: LocalFederation, key: Path, ca: Path, name: str) -> s
         auth_private_key=key,
     )
     fed.procs.append(node)
-    wait_for(lambda: not node.alive(), 120, f"the {name} SuperNode to be turned away")
+    wait_for(lambda: not node.alive(), 180, f"the {name} SuperNode to be turned away")
     assert node.proc.returncode != 0
     return text(node.log_path)
 
@@ -87,6 +87,7 @@ def test_session_over_tls_with_credentials_then_refusals(
         tls=tls,
         clients_file=str(registry.path),
         profile="production",
+        timeout=240,
     )
     # plain HTTP to the TLS listeners does not work
     with pytest.raises(OSError):
@@ -103,10 +104,10 @@ def test_session_over_tls_with_credentials_then_refusals(
         )
         for n in units
     ]
-    done = fed.wait_sessions(1, timeout=300)[0]
+    done = fed.wait_sessions(1, timeout=600)[0]
     assert done["status"] == "completed", done
     for c in clients:
-        assert c.proc.wait(60) == 0, c.tail(30)
+        assert c.proc.wait(180) == 0, c.tail(30)
     server_log = text(fed.root / "logs" / "server.log")
     assert "as site-a" in server_log and "as site-b" in server_log
     sessions = fed.root / "clients"
@@ -119,7 +120,7 @@ def test_session_over_tls_with_credentials_then_refusals(
     doc = json.loads((forged / "credentials.json").read_text())
     (forged / "credentials.json").write_text(json.dumps({**doc, "name": "mallory"}))
     intruder = fed.start_client("mallory", data_path=str(generated_bearings), credentials=str(forged))
-    assert intruder.proc.wait(60) == 2, intruder.tail(20)
+    assert intruder.proc.wait(180) == 2, intruder.tail(20)
     assert "refused this client: unknown client 'mallory'" in text(intruder.log_path)
     assert "refused connection from 127.0.0.1: unknown client 'mallory'" in text(
         fed.root / "logs" / "server.log"
@@ -149,7 +150,7 @@ def test_session_over_tls_with_credentials_then_refusals(
         bearings=units["site-b"],
         credentials=str(bundles["site-b"]),
     )
-    assert again.proc.wait(60) == 2, again.tail(20)
+    assert again.proc.wait(180) == 2, again.tail(20)
     assert "refused this client: client 'site-b' was revoked at" in text(again.log_path)
     revoked_log = supernode_refused(fed, bundles["site-b"] / "supernode.key", paths.ca_cert, "revoked")
     assert "Failed to activate SuperNode" in revoked_log, revoked_log[-2000:]
@@ -197,5 +198,5 @@ def test_insecure_flag_warns_and_plain_network_listen_is_refused_without_it(
     )
     fed.procs.append(proc)
     fed.server = proc
-    wait_for(lambda: fed.status() is not None, 90, "the --insecure server")
+    wait_for(lambda: fed.status() is not None, 180, "the --insecure server")
     assert " ".join(INSECURE_WARNING.split()) in text(proc.log_path)

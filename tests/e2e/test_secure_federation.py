@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -63,46 +64,59 @@ def supernode_refused(fed: LocalFederation, key: Path, ca: Path, name: str) -> s
     return text(node.log_path)
 
 
-def test_session_over_tls_with_credentials_then_refusals(
-    federation: LocalFederation, generated_bearings: Path, tmp_path: Path
-) -> None:
-    fed = federation
+UNITS = {"site-a": ["Bearing1_1", "Bearing1_2"], "site-b": ["Bearing2_1", "Bearing2_2"]}
+
+
+def secure_server(
+    fed: LocalFederation, tmp_path: Path, data: Path, **values: Any
+) -> tuple[certs.CertPaths, dict[str, Path]]:
+    """Dev CA, site-a and site-b onboarded, a production-profile server over TLS."""
     paths = certs.init(tmp_path / "certs")
     fed.ca_file = paths.ca_cert
     registry = ClientRegistry(tmp_path / "server-security" / "clients.json")
-    bundles = {n: registry.add(n, tmp_path / "bundles", paths.ca_cert) for n in ("site-a", "site-b")}
-    tls = {
-        "certfile": str(paths.server_cert),
-        "keyfile": str(paths.server_key),
-        "ca_certfile": str(paths.ca_cert),
-    }
+    bundles = {n: registry.add(n, tmp_path / "bundles", paths.ca_cert) for n in UNITS}
     fed.start_server(
         num_clients=2,
-        n_federated_train_epoch=2,
-        data_path=str(generated_bearings),
+        data_path=str(data),
         test_bearings=["Bearing1_3", "Bearing2_3"],
-        mlflow_experiment_name="e2e-tls",
         usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
-        training={"local_epochs": 1, "learning_rate": 0.003, "batch_size": 16},
-        tls=tls,
+        tls={
+            "certfile": str(paths.server_cert),
+            "keyfile": str(paths.server_key),
+            "ca_certfile": str(paths.ca_cert),
+        },
         clients_file=str(registry.path),
         profile="production",
         timeout=240,
+        **values,
+    )
+    return paths, bundles
+
+
+def test_full_session_over_tls_with_client_credentials(
+    federation: LocalFederation, generated_bearings: Path, tmp_path: Path
+) -> None:
+    fed = federation
+    _, bundles = secure_server(
+        fed,
+        tmp_path,
+        generated_bearings,
+        n_federated_train_epoch=2,
+        mlflow_experiment_name="e2e-tls",
+        training={"local_epochs": 1, "learning_rate": 0.003, "batch_size": 16},
     )
     # plain HTTP to the TLS listeners does not work
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{fed.sio_port}/status", timeout=3).read()
-
-    units = {"site-a": ["Bearing1_1", "Bearing1_2"], "site-b": ["Bearing2_1", "Bearing2_2"]}
     clients = [
         fed.start_client(
             n,
             data_path=str(generated_bearings),
-            bearings=units[n],
+            bearings=UNITS[n],
             credentials=str(bundles[n]),
             profile="production",
         )
-        for n in units
+        for n in UNITS
     ]
     done = fed.wait_sessions(1, timeout=600)[0]
     assert done["status"] == "completed", done
@@ -110,9 +124,37 @@ def test_session_over_tls_with_credentials_then_refusals(
         assert c.proc.wait(180) == 0, c.tail(30)
     server_log = text(fed.root / "logs" / "server.log")
     assert "as site-a" in server_log and "as site-b" in server_log
-    sessions = fed.root / "clients"
-    node_logs = "".join(p.read_text() for p in sessions.glob("*/sessions/*/supernode.log"))
+    assert "client site-a: SuperNode key registered" in server_log
+    node_logs = "".join(p.read_text() for p in (fed.root / "clients").glob("*/sessions/*/supernode.log"))
     assert "--root-certificates" in node_logs and "--auth-supernode-private-key" in node_logs
+    superlink_log = (fed.root / "server" / "logs" / "superlink.log").read_text()
+    assert "--enable-supernode-auth" in superlink_log and "--ssl-certfile" in superlink_log
+
+
+def test_unknown_and_revoked_clients_are_refused_on_both_channels(
+    federation: LocalFederation, generated_bearings: Path, tmp_path: Path
+) -> None:
+    fed = federation
+    paths, bundles = secure_server(fed, tmp_path, generated_bearings)
+    server_log = fed.root / "logs" / "server.log"
+    wait_for(lambda: "client site-b: SuperNode key registered" in text(server_log), 180, "keys registered")
+
+    # positive control: an onboarded client gets in (and waits for a second one)
+    ok = fed.start_client(
+        "site-a",
+        once=False,
+        data_path=str(generated_bearings),
+        bearings=UNITS["site-a"],
+        credentials=str(bundles["site-a"]),
+    )
+    wait_for(
+        lambda: any(
+            c.get("name") == "site-a" and c["state"] == "eligible"
+            for c in (fed.status() or {}).get("clients", [])
+        ),
+        180,
+        "site-a to register",
+    )
 
     # an unknown client (valid-looking bundle, name not onboarded) is refused with the reason, and logged
     forged = tmp_path / "bundles" / "mallory"
@@ -122,11 +164,9 @@ def test_session_over_tls_with_credentials_then_refusals(
     intruder = fed.start_client("mallory", data_path=str(generated_bearings), credentials=str(forged))
     assert intruder.proc.wait(180) == 2, intruder.tail(20)
     assert "refused this client: unknown client 'mallory'" in text(intruder.log_path)
-    assert "refused connection from 127.0.0.1: unknown client 'mallory'" in text(
-        fed.root / "logs" / "server.log"
-    )
+    assert "refused connection from 127.0.0.1: unknown client 'mallory'" in text(server_log)
 
-    # an unregistered SuperNode key is refused by the SuperLink (Flower node authentication)
+    # a SuperNode with an unregistered key is refused by the SuperLink (Flower node authentication)
     stray = ec.generate_private_key(ec.SECP384R1())
     stray_key = tmp_path / "stray.key"
     stray_key.write_bytes(
@@ -137,40 +177,25 @@ def test_session_over_tls_with_credentials_then_refusals(
     stray_log = supernode_refused(fed, stray_key, paths.ca_cert, "stray")
     assert "Failed to activate SuperNode" in stray_log, stray_log[-2000:]
 
-    # revoke site-b: its key is unregistered from the SuperLink and its next connection is refused
+    # revoke site-b: its key is unregistered from the SuperLink and its next connection is refused,
+    # so it cannot take part in the next session (site-a keeps waiting alone)
     main(["clients", "revoke", "site-b", "-c", str(fed.root / "config" / "server.yaml")])
     wait_for(
-        lambda: "client site-b: SuperNode key unregistered" in text(fed.root / "logs" / "server.log"),
-        60,
+        lambda: "client site-b: SuperNode key unregistered" in text(server_log),
+        180,
         "the revoked key to be unregistered",
     )
     again = fed.start_client(
         "site-b",
         data_path=str(generated_bearings),
-        bearings=units["site-b"],
+        bearings=UNITS["site-b"],
         credentials=str(bundles["site-b"]),
     )
     assert again.proc.wait(180) == 2, again.tail(20)
     assert "refused this client: client 'site-b' was revoked at" in text(again.log_path)
     revoked_log = supernode_refused(fed, bundles["site-b"] / "supernode.key", paths.ca_cert, "revoked")
     assert "Failed to activate SuperNode" in revoked_log, revoked_log[-2000:]
-    # site-a still gets in (the refusals are about identity, not a broken server)
-    ok = fed.start_client(
-        "site-a",
-        once=False,
-        data_path=str(generated_bearings),
-        bearings=units["site-a"],
-        credentials=str(bundles["site-a"]),
-    )
-    wait_for(
-        lambda: any(
-            c.get("name") == "site-a" and c["state"] == "eligible"
-            for c in (fed.status() or {}).get("clients", [])
-        ),
-        60,
-        "site-a to register",
-    )
-    assert ok.alive()
+    assert ok.alive() and (fed.status() or {}).get("session") is None
 
 
 def test_insecure_flag_warns_and_plain_network_listen_is_refused_without_it(

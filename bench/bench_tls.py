@@ -62,6 +62,7 @@ def run(root: Path, data: Path, mode: str, rounds: int, n_clients: int) -> dict[
             test_bearings=["Bearing1_3"],
             usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
             training={"local_epochs": 1, "batch_size": 32},
+            timeout=300,
             **server,
         )
         for i in range(n_clients):
@@ -103,7 +104,10 @@ def main() -> None:
             seed=3,
             snapshots=(60, 80),
         )
-        results = [run(root, data, mode, args.rounds, args.clients) for mode in ("plain", "tls", "tls+auth")]
+        results = []
+        for mode in ("plain", "tls", "tls+auth"):
+            results.append(run(root, data, mode, args.rounds, args.clients))
+            console.print(results[-1])
     base = results[0]
     table = Table(
         "config",

@@ -16,6 +16,7 @@ from rich.console import Console
 from kosmos_fl import __version__
 from kosmos_fl.data.cli import app as data_app
 from kosmos_fl.errors import FederationError, KosmosError
+from kosmos_fl.security.cli import certs_app, clients_app
 
 app = typer.Typer(
     name="kosmos-fl",
@@ -25,6 +26,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data", help="Prepare, generate and inspect bearing / turbofan data.")
+app.add_typer(certs_app, name="certs", help="Development certificates (CA, server, clients).")
+app.add_typer(clients_app, name="clients", help="Onboard, list and revoke clients (credentials).")
 
 err_console = Console(stderr=True)
 
@@ -75,6 +78,7 @@ def server(
         help="Continue the newest interrupted session (crash, restart) from its last completed round, "
         "in the same MLflow run, once its clients registered again. Same as resume: true.",
     ),
+    insecure: bool = typer.Option(False, "--insecure", help="Accept plain traffic on network addresses."),
 ) -> None:
     """Run the KOSMoS server: Socket.IO control plane, Flower SuperLink, sessions, MLflow."""
     import asyncio
@@ -84,7 +88,7 @@ def server(
 
     _logging(verbose)
     config = config or _default_file("config.yaml")
-    cfg = load_server_config(config, resume=resume or None)
+    cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, base))
@@ -96,6 +100,7 @@ def client(
     name: str | None = typer.Option(None, "--name", help="Client name shown to the server."),
     once: bool = typer.Option(False, "--once", help="Exit after one training session."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    insecure: bool = typer.Option(False, "--insecure", help="Accept plain traffic to a network server."),
 ) -> None:
     """Run a KOSMoS client: check criteria, register, train when the server starts a session."""
     import asyncio
@@ -105,7 +110,7 @@ def client(
 
     _logging(verbose)
     config = config or _default_file("client.yaml")
-    cfg = load_client_config(config, client_name=name)
+    cfg = load_client_config(config, client_name=name, insecure=insecure or None)
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(KosmosClient(cfg, base, once=once).run())

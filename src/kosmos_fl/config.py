@@ -108,6 +108,25 @@ class TrainingConfig(_Model):
     seed: int = 42
 
 
+class TLSConfig(_Model):
+    """Server certificate, its key and the CA clients verify it with (all three, or none)."""
+
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certfile: str | None = None
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> TLSConfig:
+        given = {k: getattr(self, k) for k in ("certfile", "keyfile", "ca_certfile")}
+        missing = [k for k, v in given.items() if not v]
+        if len(missing) not in (0, 3):
+            raise ValueError(
+                f"set certfile, keyfile and ca_certfile together (missing: {', '.join(missing)}); "
+                "`kosmos-fl certs init` writes all three"
+            )
+        return self
+
+
 class ServerConfig(_Model):
     """Everything the KOSMoS server needs. The first block are the 2021 keys."""
 
@@ -161,6 +180,32 @@ class ServerConfig(_Model):
             )
         return self
 
+    #: Security (docs/SECURITY.md): ``production`` refuses to start without TLS and client auth.
+    profile: Literal["development", "production"] = "development"
+    #: Accept plain traffic on network addresses (prints a warning); never in production.
+    insecure: bool = False
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    #: Client credentials: ``auto`` requires them whenever TLS is on.
+    client_auth: Literal["auto", "required", "off"] = "auto"
+    #: Registry of onboarded clients (default ``<work_dir>/security/clients.json``).
+    clients_file: str | None = None
+
+    @model_validator(mode="after")
+    def _production(self) -> ServerConfig:
+        if self.profile == "production":
+            if self.insecure:
+                raise ValueError("profile 'production' does not allow insecure; remove insecure / --insecure")
+            if not self.tls.certfile:
+                raise ValueError(
+                    "profile 'production' requires TLS: set tls.certfile, tls.keyfile and "
+                    "tls.ca_certfile (`kosmos-fl certs init` makes development ones)"
+                )
+            if self.client_auth == "off":
+                raise ValueError(
+                    "profile 'production' requires client authentication; remove client_auth: off"
+                )
+        return self
+
     @field_validator("tags", mode="before")
     @classmethod
     def _tags_as_strings(cls, value: Any) -> Any:
@@ -211,6 +256,14 @@ class ClientConfig(_Model):
     retry_initial: float = Field(1.0, gt=0)
     retry_max: float = Field(30.0, gt=0)
     retry_attempts: int = Field(0, ge=0, description="0 retries forever")
+    #: Security (docs/SECURITY.md): ``production`` refuses to start without TLS and credentials.
+    profile: Literal["development", "production"] = "development"
+    #: Accept plain traffic to a non-loopback server (prints a warning); never in production.
+    insecure: bool = False
+    #: Folder written by ``kosmos-fl clients add NAME`` (token, SuperNode key, CA certificate).
+    credentials: str | None = None
+    #: CA certificate to verify the server with (default: the bundle's ``ca.pem``).
+    tls_ca_certfile: str | None = None
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> ClientConfig:
@@ -286,6 +339,8 @@ def _format_error(exc: ValidationError, model: type[BaseModel]) -> str:
         hint = difflib.get_close_matches(str(first["loc"][0]), known, n=1)
         extra = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(known)}"
         return f"config key '{key}' is not known{extra}"
+    if first["type"] == "value_error" and not first["loc"]:  # a rule across keys (model validator)
+        return f"config: {str(first['msg']).removeprefix('Value error, ')}"
     env = f"{ENV_PREFIX}_{key.replace('.', '__')}"
     got = first.get("input")
     got_s = repr(got) if not isinstance(got, dict) else "a mapping"

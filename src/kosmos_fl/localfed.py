@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -47,10 +48,12 @@ class LocalFederation:
         self.sio_port = free_port()
         self.flwr_port = free_port()
         self.server: ManagedProcess | None = None
+        #: CA certificate when the server runs TLS (set it before start_server): /status over https.
+        self.ca_file: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.sio_port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.sio_port}"
 
     def _write(self, name: str, cfg: dict[str, Any]) -> Path:
         path = self.root / "config" / f"{name}.yaml"
@@ -101,8 +104,9 @@ class LocalFederation:
 
     def status(self) -> dict[str, Any] | None:
         """The server's ``/status`` document, or None while it does not answer."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
         try:
-            with urllib.request.urlopen(f"{self.url}/status", timeout=2) as resp:
+            with urllib.request.urlopen(f"{self.url}/status", timeout=2, context=ctx) as resp:
                 return json.loads(resp.read())
         except OSError:
             return None

@@ -24,6 +24,7 @@ from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import KosmosError
 from kosmos_fl.fl import runtime
 from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.security.policy import client_security
 from kosmos_fl.usecases import usecase_class
 
 log = logging.getLogger("kosmos_fl.client")
@@ -71,12 +72,22 @@ class KosmosClient:
         self.supernode: runtime.ManagedProcess | None = None
         self.done = asyncio.Event()
         self.last_result: dict[str, Any] | None = None
+        #: TLS (CA to trust) and credentials; checked here so a bad setup fails before connecting.
+        self.security = client_security(config, self.base_dir)
+        if self.security.credentials is not None and config.client_name is None:
+            self.name = self.security.credentials.name
+            self.work_dir = _resolve(config.work_dir, self.base_dir) / self.name
+        #: Why the server refused this client's credentials (then it stops instead of retrying).
+        self.refused: str | None = None
+        ssl_ctx = self.security.ssl_context()
         self.sio = socketio.AsyncClient(
             reconnection=True,
             reconnection_delay=config.retry_initial,
             reconnection_delay_max=config.retry_max,
             logger=False,
+            websocket_extra_options={"ssl": ssl_ctx} if ssl_ctx is not None else None,
         )
+        self.sio.on("connect_error", self.on_connect_error)
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("registered", self.on_registered)
@@ -102,6 +113,16 @@ class KosmosClient:
 
     async def on_disconnect(self, reason: Any = None) -> None:
         log.warning("disconnected from the server (%s); reconnecting", reason)
+
+    async def on_connect_error(self, data: Any = None) -> None:
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("data"), dict)
+            and data["data"].get("kosmos") == "refused"
+        ):
+            self.refused = str(data.get("message"))
+            log.error("the server refused this client: %s", self.refused)
+            self.done.set()
 
     async def on_registered(self, data: dict[str, Any]) -> None:
         log.info(
@@ -151,6 +172,10 @@ class KosmosClient:
             self.work_dir / "flower",
             session_dir / "supernode.log",
             warm=self.config.warm_clientapp,
+            root_certificates=self.security.ca_certfile,
+            auth_private_key=self.security.credentials.node_private_key
+            if self.security.credentials
+            else None,
         )
 
     async def on_end_train(self, data: dict[str, Any]) -> None:
@@ -175,14 +200,21 @@ class KosmosClient:
     async def run(self) -> dict[str, Any] | None:
         """Connect (with back-off), serve sessions; returns the last end_train payload."""
         install_stop_signals(self.done)
-        url = f"http://{self.config.socketio_address}"
+        url = f"{'https' if self.security.tls else 'http'}://{self.config.socketio_address}"
         attempt = 0
         delay = self.config.retry_initial
         while True:
             try:
-                await self.sio.connect(url, transports=["websocket"], wait_timeout=10)
+                await self.sio.connect(
+                    url, transports=["websocket"], wait_timeout=10, auth=self.security.auth()
+                )
                 break
             except socketio.exceptions.ConnectionError as exc:
+                if self.refused is not None:
+                    raise KosmosError(
+                        f"the KOSMoS server refused this client: {self.refused}; ask the operator "
+                        "for valid credentials (kosmos-fl clients add) and set credentials in client.yaml"
+                    ) from None
                 if self.done.is_set():
                     return None
                 attempt += 1
@@ -201,4 +233,6 @@ class KosmosClient:
             await self._stop_supernode()
             with contextlib.suppress(Exception):
                 await self.sio.disconnect()
+        if self.refused is not None:
+            raise KosmosError(f"the KOSMoS server refused this client: {self.refused}")
         return self.last_result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -34,6 +35,9 @@ from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE
 from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
 from kosmos_fl.fl.tracking import create_session_run, fail_run, tracking_uri
+from kosmos_fl.security.fleet_proxy import start_fleet_proxy
+from kosmos_fl.security.flower_nodes import NodeKeys
+from kosmos_fl.security.policy import ServerSecurity, is_loopback, server_security
 from kosmos_fl.usecases import usecase_class
 
 log = logging.getLogger("kosmos_fl.server")
@@ -50,6 +54,8 @@ class ClientRecord:
     criteria: dict[str, Any] | None = None
     reason: str | None = None
     last_seen: float = field(default_factory=time.time)
+    #: The onboarded client name its credentials proved (None when client auth is off).
+    identity: str | None = None
 
 
 @dataclass
@@ -88,6 +94,11 @@ class Coordinator:
         self._remind_tasks: dict[str, asyncio.Task[None]] = {}
         #: an interrupted session to continue before any new one (``--resume``)
         self.resume_point: resume.ResumePoint | None = None
+        #: Set by start(): TLS files, client-auth decision, registry (docs/SECURITY.md).
+        self.security: ServerSecurity | None = None
+        self.node_keys: NodeKeys | None = None
+        self._fleet_proxy: web.AppRunner | None = None
+        self._registry_task: asyncio.Task[None] | None = None
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             max_http_buffer_size=MAX_MESSAGE_BYTES,
@@ -161,6 +172,9 @@ class Coordinator:
 
     # -- HTTP -----------------------------------------------------------------------------------
     async def http_status(self, request: web.Request) -> web.Response:
+        if request.remote is not None and not is_loopback(request.remote):
+            log.warning("refused /status to %s: served on loopback only", request.remote)
+            return web.json_response({"detail": "/status is served to loopback clients only"}, status=403)
         return web.json_response(self.status())
 
     async def http_health(self, request: web.Request) -> web.Response:
@@ -171,8 +185,16 @@ class Coordinator:
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         host = str(environ.get("HTTP_HOST", "")).rsplit(":", 1)[0].strip("[]")
         peer = environ.get("REMOTE_ADDR") or "?"
-        self.clients[sid] = ClientRecord(sid=sid, address=str(peer), host=host, connected_at=time.time())
-        log.info("client %s connected from %s", sid, peer)
+        identity = None
+        if self.security is not None and self.security.client_auth:
+            identity, why = await asyncio.to_thread(self.security.registry.verify, auth)
+            if identity is None:
+                log.warning("refused connection from %s: %s", peer, why)
+                raise socketio.exceptions.ConnectionRefusedError(why, {"kosmos": "refused"})
+        self.clients[sid] = ClientRecord(
+            sid=sid, address=str(peer), host=host, connected_at=time.time(), identity=identity
+        )
+        log.info("client %s connected from %s%s", sid, peer, f" as {identity}" if identity else "")
         self._remind_tasks[sid] = asyncio.create_task(self._remind_missing_criteria(sid))
 
     async def _remind_missing_criteria(self, sid: str) -> None:
@@ -276,7 +298,25 @@ class Coordinator:
         await self.maybe_start_session()
 
     # -- sessions -------------------------------------------------------------------------------
+    async def _drop_revoked(self) -> None:
+        """Before a session: clients whose credentials were revoked since they connected leave."""
+        if self.security is None or not self.security.client_auth:
+            return
+        entries = await asyncio.to_thread(self.security.registry.load)
+        for sid in list(self.waiting):
+            rec = self.clients.get(sid)
+            entry = entries.get(rec.identity or "") if rec is not None else None
+            if entry is None or not entry.active:
+                self.waiting.remove(sid)
+                why = f"client {rec.identity if rec else sid!r} was revoked; it cannot take part in sessions"
+                log.warning("refused client %s: %s", sid, why)
+                with contextlib.suppress(Exception):
+                    await self.sio.emit("error", {"event": "session", "message": why}, to=sid)
+                    await self.sio.disconnect(sid)
+
     async def maybe_start_session(self) -> None:
+        if len(self.waiting) >= self.config.num_clients:
+            await self._drop_revoked()
         async with self._lock:
             if self.session is not None or len(self.waiting) < self.config.num_clients:
                 return
@@ -384,6 +424,9 @@ class Coordinator:
         resume.write_clients(
             s.out_dir, [self.clients[sid].name if sid in self.clients else None for sid in s.sids]
         )
+        if self.node_keys is not None and self.security is not None:
+            entries = await asyncio.to_thread(self.security.registry.load)
+            await asyncio.to_thread(self.node_keys.sync, entries)
         s.flower_run_id = await asyncio.to_thread(
             runtime.submit_run, self.flwr_home, {"session-file": str(spec_path)}, s.out_dir
         )
@@ -479,15 +522,41 @@ class Coordinator:
     async def start(self) -> web.AppRunner:
         """Start the SuperLink and the Socket.IO/HTTP server; returns the aiohttp runner."""
         host, port = split_address(self.config.flwr_server_address, "flwr_server_address")
+        self.security = sec = server_security(self.config, self.base_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        # The SuperLink serves Fleet, Control (run submission) and Runtime APIs on one port: keep it
+        # on loopback and expose only the Fleet API through the proxy (security/fleet_proxy.py).
+        internal = runtime.free_port()
+        tls = (sec.certfile, sec.keyfile, sec.ca_certfile) if sec.tls else None
         self.superlink = await asyncio.to_thread(
-            runtime.start_superlink, host, port, self.flwr_home, self.work_dir / "logs" / "superlink.log"
-        )
+            functools.partial(
+                runtime.start_superlink, "127.0.0.1", internal, self.flwr_home,
+                self.work_dir / "logs" / "superlink.log", tls=tls, node_auth=sec.tls and sec.client_auth,
+            )
+        )  # fmt: skip
         self._find_interrupted()
+        if sec.tls and sec.client_auth:
+            self.node_keys = NodeKeys(self.flwr_home, self.work_dir / "security" / "node-keys")
+            await asyncio.to_thread(sec.registry.load)  # an unreadable registry fails start-up
+            # registering keys takes a `flwr` call each: done in the background (sessions sync first)
+            self._registry_task = asyncio.create_task(self._watch_registry())
+        elif sec.client_auth:
+            log.warning("client_auth without TLS: the Flower training channel is not authenticated")
+        try:
+            self._fleet_proxy = await start_fleet_proxy(
+                host, port, f"{'https' if sec.tls else 'http'}://127.0.0.1:{internal}",
+                sec.upstream_ssl(), sec.server_ssl(),
+            )  # fmt: skip
+        except OSError as exc:
+            self.stop()
+            raise FederationError(
+                f"cannot listen on flwr_server_address {self.config.flwr_server_address}: {exc.strerror}; "
+                "choose a free port"
+            ) from None
         sio_host, sio_port = split_address(self.config.socketio_address, "socketio_address")
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, sio_host, sio_port)
+        site = web.TCPSite(runner, sio_host, sio_port, ssl_context=sec.server_ssl())
         try:
             await site.start()
         except OSError as exc:
@@ -497,10 +566,12 @@ class Coordinator:
                 "choose a free port"
             ) from None
         log.info(
-            "KOSMoS server listening on %s (Socket.IO), SuperLink on %s, MLflow %s",
+            "KOSMoS server listening on %s (Socket.IO), SuperLink on %s, MLflow %s, TLS %s, client auth %s",
             self.config.socketio_address,
             self.config.flwr_server_address,
             self.mlflow_uri,
+            "on" if sec.tls else "off",
+            "on" if sec.client_auth else "off",
         )
         return runner
 
@@ -547,7 +618,25 @@ class Coordinator:
         for p in found[1:]:
             log.warning("older interrupted session %s is not resumed (only the newest is)", p.spec.session_id)
 
+    async def _watch_registry(self, every: float = 1.0) -> None:
+        """Apply ``kosmos-fl clients add/revoke`` to the SuperLink's node keys within a second."""
+        assert self.security is not None and self.node_keys is not None
+        path = self.security.registry.path
+        seen = -1
+        while True:
+            mtime = path.stat().st_mtime_ns if path.exists() else 0
+            if mtime != seen:
+                seen = mtime
+                try:
+                    entries = await asyncio.to_thread(self.security.registry.load)
+                    await asyncio.to_thread(self.node_keys.sync, entries)
+                except KosmosError as exc:
+                    log.error("client registry change not applied: %s", exc)
+            await asyncio.sleep(every)
+
     def stop(self) -> None:
+        if self._registry_task is not None:
+            self._registry_task.cancel()
         if self.superlink is not None:
             self.superlink.stop()
 
@@ -567,4 +656,6 @@ async def serve(config: ServerConfig, base_dir: Path | None = None, ready_file: 
         if coord._session_task is not None:
             coord._session_task.cancel()
         await runner.cleanup()
+        if coord._fleet_proxy is not None:
+            await coord._fleet_proxy.cleanup()
         coord.stop()

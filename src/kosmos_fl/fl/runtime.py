@@ -13,6 +13,7 @@ import os
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -117,24 +118,32 @@ class ManagedProcess:
             return ""
 
 
-def write_connection(flwr_home: Path, address: str) -> None:
-    """Point the ``flwr`` CLI (run submission) at the local SuperLink's Control API."""
+def write_connection(flwr_home: Path, address: str, root_certificates: Path | None = None) -> None:
+    """Point the ``flwr`` CLI (run submission) at the local SuperLink's Control API; over TLS
+    verified against ``root_certificates`` when given."""
     flwr_home.mkdir(parents=True, exist_ok=True)
+    security = (
+        f"insecure = false\nroot-certificates = {json.dumps(str(root_certificates))}\n"
+        if root_certificates is not None
+        else "insecure = true\n"
+    )
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "{address}"\ninsecure = true\n',
+        f'address = "{address}"\n{security}',
         encoding="utf-8",
     )
 
 
-def wait_http(url: str, timeout: float, proc: ManagedProcess | None = None) -> None:
+def wait_http(
+    url: str, timeout: float, proc: ManagedProcess | None = None, context: ssl.SSLContext | None = None
+) -> None:
     """Wait until ``url`` answers (any HTTP status), failing early if ``proc`` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and not proc.alive():
             raise FederationError(f"{proc.name} exited during start-up:\n{proc.tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=1.0):
+            with urllib.request.urlopen(url, timeout=1.0, context=context):
                 return
         except urllib.error.HTTPError:
             return
@@ -144,12 +153,35 @@ def wait_http(url: str, timeout: float, proc: ManagedProcess | None = None) -> N
 
 
 def start_superlink(
-    host: str, port: int, flwr_home: Path, log_path: Path, database: Path | None = None
+    host: str,
+    port: int,
+    flwr_home: Path,
+    log_path: Path,
+    database: Path | None = None,
+    *,
+    tls: tuple[Path, Path, Path] | None = None,
+    node_auth: bool = False,
 ) -> ManagedProcess:
-    """Start the SuperLink (Fleet, Control and Runtime APIs on ``host:port``)."""
+    """Start the SuperLink (Fleet, Control and Runtime APIs on ``host:port``).
+
+    ``tls`` = (certfile, keyfile, CA certfile) serves all three APIs over TLS; ``node_auth``
+    (needs TLS) only admits SuperNodes whose public key was registered (:func:`register_node`).
+    """
+    security = ["--insecure"]
+    if tls is not None:
+        security = [
+            "--ssl-certfile",
+            str(tls[0]),
+            "--ssl-keyfile",
+            str(tls[1]),
+            "--ssl-ca-certfile",
+            str(tls[2]),
+        ]
+        if node_auth:
+            security.append("--enable-supernode-auth")
     args = [
         _tool("flower-superlink"),
-        "--insecure",
+        *security,
         "--host",
         host,
         "--port",
@@ -160,13 +192,25 @@ def start_superlink(
         args += ["--database", str(database)]
     proc = ManagedProcess.start("SuperLink", args, flower_env(flwr_home), log_path)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    wait_http(f"http://{local}:{port}/health", 60.0, proc)
-    write_connection(flwr_home, f"{local}:{port}")
+    if tls is not None:
+        ctx = ssl.create_default_context(cafile=str(tls[2]))
+        wait_http(f"https://{local}:{port}/health", 60.0, proc, context=ctx)
+        write_connection(flwr_home, f"{local}:{port}", root_certificates=tls[2])
+    else:
+        wait_http(f"http://{local}:{port}/health", 60.0, proc)
+        write_connection(flwr_home, f"{local}:{port}")
     return proc
 
 
 def start_supernode(
-    superlink: str, node_config: dict[str, Any], flwr_home: Path, log_path: Path, *, warm: bool = True
+    superlink: str,
+    node_config: dict[str, Any],
+    flwr_home: Path,
+    log_path: Path,
+    *,
+    warm: bool = True,
+    root_certificates: Path | None = None,
+    auth_private_key: Path | None = None,
 ) -> ManagedProcess:
     """Start a SuperNode that connects to ``superlink`` and runs our ClientApp for each message.
 
@@ -175,9 +219,14 @@ def start_supernode(
     """
     cfg = " ".join(f"{k}={json.dumps(v)}" for k, v in node_config.items())
     port = free_port()
+    security = (
+        ["--insecure"] if root_certificates is None else ["--root-certificates", str(root_certificates)]
+    )
+    if auth_private_key is not None:
+        security += ["--auth-supernode-private-key", str(auth_private_key)]
     args = [
         _tool("flower-supernode"),
-        "--insecure",
+        *security,
         "--superlink",
         superlink,
         "--node-config",
@@ -236,3 +285,34 @@ def stop_run(flwr_home: Path, run_id: int, cwd: Path) -> None:
         timeout=60,
         check=False,
     )
+
+
+def _flwr_json(flwr_home: Path, args: list[str], cwd: Path, timeout: float = 60) -> dict[str, Any]:
+    res = subprocess.run(
+        [_tool("flwr"), *args, "--format", "json"],
+        env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    try:
+        doc = json.loads(res.stdout[res.stdout.index("{") :])
+    except ValueError:
+        doc = {}
+    if not doc.get("success"):
+        msg = doc.get("error-message") or (res.stderr or res.stdout).strip()[-800:]
+        raise FederationError(f"flwr {' '.join(args[:2])} failed: {msg}")
+    return doc
+
+
+def register_node(flwr_home: Path, public_key: Path, name: str, cwd: Path) -> int:
+    """Register a SuperNode's OpenSSH EC public key with the SuperLink; returns its node id."""
+    doc = _flwr_json(flwr_home, ["supernode", "register", str(public_key), CONNECTION, "--name", name], cwd)
+    return int(doc["node-id"])
+
+
+def unregister_node(flwr_home: Path, node_id: int, cwd: Path) -> None:
+    """Remove a registered SuperNode: its key no longer authenticates."""
+    _flwr_json(flwr_home, ["supernode", "unregister", str(node_id), CONNECTION], cwd)
+
+
+def list_nodes(flwr_home: Path, cwd: Path) -> list[dict[str, Any]]:
+    """The SuperLink's registered SuperNodes (``flwr supernode ls``)."""
+    return list(_flwr_json(flwr_home, ["supernode", "ls", CONNECTION], cwd).get("nodes", []))

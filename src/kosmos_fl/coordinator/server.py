@@ -104,6 +104,9 @@ class Coordinator:
 
     @property
     def min_fit_clients(self) -> int:
+        sa = self.config.secure_aggregation
+        if sa is not None:  # SecAgg+ survives dropouts down to its quorum
+            return sa.quorum(self.config.num_clients)
         return self.config.num_clients
 
     def flwr_address_for(self, client_host: str) -> str:
@@ -311,6 +314,8 @@ class Coordinator:
             registered_model_name=cfg.registered_model_name or f"kosmos-{self.usecase_cls.name}",
             round_timeout=cfg.round_timeout,
             join_timeout=cfg.join_timeout,
+            secure_aggregation=cfg.secure_aggregation,
+            differential_privacy=cfg.differential_privacy,
         )
         spec_path = spec.write(s.out_dir / "session.json")
         s.flower_run_id = await asyncio.to_thread(

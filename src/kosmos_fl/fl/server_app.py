@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from kosmos_fl.errors import FederationError
 from kosmos_fl.fl import strategies
@@ -122,7 +123,7 @@ def _plots(usecase: Any, model: Any, groups: dict[str, Any], out: Path) -> list[
     return paths
 
 
-def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
+def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
     """Run all rounds of one session; returns the result document."""
     out_dir = Path(spec.out_dir)
     progress = out_dir / PROGRESS_FILE
@@ -164,6 +165,11 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
     strategy = strategies.build(
         spec.strategy_name, spec.strategy_params, spec.num_clients, spec.min_fit_clients
     )
+    if spec.differential_privacy is not None:  # clipping + noise + accountant: fl/privacy.py
+        from kosmos_fl.fl import privacy
+
+        strategy = privacy.build_strategy(spec)
+        tracker.params(privacy.params(spec))
     arrays = ArrayRecord(get_weights(model))
     train_config = ConfigRecord(
         {
@@ -173,11 +179,28 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             "seed": spec.seed,
         }
     )
+    secagg = None
+    if spec.secure_aggregation is not None:  # SecAgg+ rounds: fl/secure.py
+        from kosmos_fl.fl.secure import SecureRounds
+
+        assert context is not None
+        secagg = SecureRounds(grid, context, spec, train_config)
+        tracker.params(secagg.params())
     completed = 0
+    stop_reason = None
     for rnd in range(1, spec.num_rounds + 1):
         t_round = time.monotonic()
-        messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
-        replies = list(grid.send_and_receive(messages=messages, timeout=spec.round_timeout))
+        if secagg is not None:
+            ok_secure, failed_secure, secure_arrays = secagg.train_round(rnd, arrays)
+            replies = ok_secure + failed_secure
+        else:
+            try:
+                messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
+            except PrivacyBudgetExhausted as exc:  # stop cleanly, keep the last model
+                stop_reason = privacy.budget_reason(exc, rnd, strategy)
+                log.warning("%s", stop_reason)
+                break
+            replies = list(grid.send_and_receive(messages=messages, timeout=spec.round_timeout))
         ok = [m for m in replies if not m.has_error()]
         failed = [m for m in replies if m.has_error()]
         for m in failed:
@@ -189,7 +212,10 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
                 f"round {rnd} got {len(ok)} client updates, fewer than min_fit_clients={spec.min_fit_clients}"
             )
         t_replies = time.monotonic()
-        new_arrays, _ = strategy.aggregate_train(rnd, ok)
+        if secagg is not None:
+            new_arrays = secure_arrays
+        else:
+            new_arrays, _ = strategy.aggregate_train(rnd, ok)
         if new_arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")
         arrays = new_arrays
@@ -209,6 +235,8 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             "clients_failed": float(len(failed)),
             "client_compute_seconds_max": max(compute) if compute else 0.0,
         }
+        if spec.differential_privacy is not None:
+            round_stats.update(privacy.spent(strategy))
         tracker.metrics({**metrics, **client, **round_stats}, step=rnd)
         append_jsonl(
             progress,
@@ -223,6 +251,11 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
         )
         completed = rnd
 
+    if secagg is not None:
+        secagg.close()
+    if stop_reason is not None:
+        tracker.tag("kosmos.stop_reason", stop_reason)
+        append_jsonl(progress, {"event": "stopped", "round": completed, "reason": stop_reason})
     plot_paths = _plots(usecase, model, groups, out_dir / "plots")
     for p in plot_paths:
         tracker.client.log_artifact(tracker.run_id, str(p), artifact_path="plots")
@@ -235,6 +268,7 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
         "registered_model": spec.registered_model_name,
         "registered_version": version,
         "plots": [str(p) for p in plot_paths],
+        **({"reason": stop_reason, "stop_reason": stop_reason} if stop_reason is not None else {}),
     }
 
 
@@ -279,7 +313,7 @@ def main(grid: Grid, context: Context) -> None:
     out_dir = Path(spec.out_dir)
     logging.basicConfig(level=logging.INFO)
     try:
-        result = run_session(grid, spec)
+        result = run_session(grid, spec, context)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, FederationError) else f"{type(exc).__name__}: {exc}"
         write_json_atomic(

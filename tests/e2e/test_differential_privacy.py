@@ -49,7 +49,7 @@ def test_privacy_budget_stops_the_session_and_keeps_the_model(
         training={"local_epochs": 1, "learning_rate": 0.003, "batch_size": 16},
         differential_privacy={
             "noise_multiplier": NOISE,
-            "clipping_norm": 0.5,
+            "clipping_norm": 0.05,
             "target_delta": DELTA,
             "max_epsilon": budget,
         },

@@ -117,8 +117,9 @@ secagg_clientapp = ClientApp(client_fn=_client_fn, mods=[_dropout_hook, secaggpl
 # server side
 # --------------------------------------------------------------------------------------------------
 def _legacy_strategy(spec: SessionSpec, train_config: ConfigRecord) -> Any:
-    """A legacy FedAvg that samples every client and hands back the securely summed update
-    (SecAgg+ has already divided it by the total weight) instead of averaging again."""
+    """A legacy FedAvg that samples every connected client (at least the quorum, so a client lost
+    for good does not block later rounds) and hands back the securely summed update (SecAgg+ has
+    already divided it by the total weight) instead of averaging again."""
     from flwr.server.strategy import FedAvg
 
     class _SumCapture(FedAvg):  # type: ignore[misc]
@@ -136,9 +137,9 @@ def _legacy_strategy(spec: SessionSpec, train_config: ConfigRecord) -> Any:
     return _SumCapture(
         fraction_fit=1.0,
         fraction_evaluate=0.0,
-        min_fit_clients=spec.num_clients,
+        min_fit_clients=spec.min_fit_clients,
         min_evaluate_clients=0,
-        min_available_clients=spec.num_clients,
+        min_available_clients=spec.min_fit_clients,
         on_fit_config_fn=fit_config,
     )
 

@@ -18,9 +18,10 @@ at the failure cycle (``RMSE_last``), in cycles (RUL capped at 125).
 Part 2, cost of secure aggregation (real processes through ``LocalFederation``: server, SuperLink,
 SuperNodes with warm ClientApps, MLflow): the same use case with 3 clients for a few rounds, once
 with plain FedAvg messages and once with ``secure_aggregation: true`` (SecAgg+, 4 messages per client
-and round). Round time is the ServerApp's ``round_seconds`` (send to evaluated global model), the
-mean over all rounds but the first. Both sessions run on this one machine (2 cores shared by all
-processes), so the ratio, not the absolute seconds, is the figure to keep.
+and round). The two sessions run side by side (two federations on free ports), so that on a shared
+machine both see the same load; the ratio, not the absolute seconds, is the figure to keep. Round
+time is the ServerApp's ``round_seconds`` (sending the global model to the evaluated new one), the
+mean over all rounds but the first.
 
 Runtime: about 8 minutes on 2 cores (``--quick``: about 3).
 """
@@ -32,6 +33,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +212,13 @@ def session_rounds(data: Path, rounds: int, clients: int, secure: bool) -> dict[
 
 
 def report(dp_rows: list[dict[str, Any]], timing: dict[str, dict[str, Any]], rounds: int) -> None:
+    if dp_rows:
+        dp_table(dp_rows, rounds)
+    if timing:
+        timing_table(timing)
+
+
+def dp_table(dp_rows: list[dict[str, Any]], rounds: int) -> None:
     table = Table(
         title=f"C-MAPSS FD001, CNN, 4 clients, {rounds} FedAvg rounds: error against epsilon "
         f"(delta = {DELTA:g})"
@@ -227,6 +236,9 @@ def report(dp_rows: list[dict[str, Any]], timing: dict[str, dict[str, Any]], rou
             f"{r['rmse'] / base:.2f}x",
         )
     console.print(table)
+
+
+def timing_table(timing: dict[str, dict[str, Any]]) -> None:
     t = Table(title="Round time, real processes (3 clients, CNN on FD001), mean of rounds 2..n")
     for col in ("setting", "round s", "train phase s", "client compute s", "vs plain"):
         t.add_column(col, justify="left" if col == "setting" else "right")
@@ -250,6 +262,7 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=1.0, help="DP clipping norm C")
     parser.add_argument("--session-rounds", type=int, default=4, help="rounds of each real session (part 2)")
     parser.add_argument("--quick", action="store_true", help="5 rounds in part 1, 3 in part 2")
+    parser.add_argument("--only", choices=("dp", "secagg"), default=None, help="run one part only")
     args = parser.parse_args()
     if not args.data.is_file():
         sys.exit(f"error: {args.data} is missing; pass --data /path/to/cmapss/train_FD001.txt")
@@ -258,16 +271,23 @@ def main() -> None:
     torch.set_num_threads(2)
     t0 = time.monotonic()
     budgets = [float(b) for b in args.budgets.split(",")]
-    dp_rows = error_vs_epsilon(args.data, args.rounds, budgets, args.clip, 4)
-    timing = {}
-    for name, secure in (("plain FedAvg", False), ("SecAgg+", True)):
-        console.print(f"part 2: {name} session, 3 clients, {args.session_rounds} rounds")
-        timing[name] = session_rounds(args.data, args.session_rounds, 3, secure)
-        console.print(f"  {timing[name]}")
-    timing = {"plain": timing["plain FedAvg"], "SecAgg+": timing["SecAgg+"]}
+    dp_rows = [] if args.only == "secagg" else error_vs_epsilon(args.data, args.rounds, budgets, args.clip, 4)
+    timing: dict[str, dict[str, Any]] = {}
+    if args.only != "dp":
+        # both sessions at the same time: on a shared machine they then see the same load
+        console.print(
+            f"part 2: plain and SecAgg+ sessions side by side, 3 clients, {args.session_rounds} rounds"
+        )
+        with ThreadPoolExecutor(2) as pool:
+            futures = {
+                name: pool.submit(session_rounds, args.data, args.session_rounds, 3, secure)
+                for name, secure in (("plain", False), ("SecAgg+", True))
+            }
+            timing = {name: f.result() for name, f in futures.items()}
+        console.print(f"  {timing}")
     report(dp_rows, timing, args.rounds)
     console.print(f"total {time.monotonic() - t0:.0f} s")
-    out = OUT_DIR / f"privacy{'_quick' if args.quick else ''}.json"
+    out = OUT_DIR / f"privacy{'_quick' if args.quick else ''}{'_' + args.only if args.only else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"dp": dp_rows, "timing": timing, "args": vars(args)}, indent=2, default=str))
     console.print(f"results: {out}")

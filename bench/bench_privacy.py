@@ -262,13 +262,14 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=1.0, help="DP clipping norm C")
     parser.add_argument("--session-rounds", type=int, default=4, help="rounds of each real session (part 2)")
     parser.add_argument("--quick", action="store_true", help="5 rounds in part 1, 3 in part 2")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of part 1")
     parser.add_argument("--only", choices=("dp", "secagg"), default=None, help="run one part only")
     args = parser.parse_args()
     if not args.data.is_file():
         sys.exit(f"error: {args.data} is missing; pass --data /path/to/cmapss/train_FD001.txt")
     if args.quick:
         args.rounds, args.session_rounds = 5, 3
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     t0 = time.monotonic()
     budgets = [float(b) for b in args.budgets.split(",")]
     dp_rows = [] if args.only == "secagg" else error_vs_epsilon(args.data, args.rounds, budgets, args.clip, 4)

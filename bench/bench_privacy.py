@@ -24,8 +24,9 @@ time is the ServerApp's ``round_seconds`` (sending the global model to the evalu
 mean over all rounds but the first.
 
 Runtime measured on this project's 2-core machine while it was shared with other jobs (load
-average 25-45): part 1 (5 rounds, 4 settings) 11 minutes; part 2 had not finished at the time of
-writing. An idle machine should need a fraction of that (not measured).
+average 25-45): part 1 (5 rounds, 4 settings) 11 minutes; part 2 stalled there (the SuperLink kept
+refusing the overloaded ServerApp processes' task tokens) and has not been measured yet. An idle
+machine should need a fraction of that (not measured).
 """
 
 from __future__ import annotations

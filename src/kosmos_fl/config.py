@@ -26,6 +26,11 @@ from pydantic import (
 )
 
 from kosmos_fl.errors import ConfigError
+from kosmos_fl.fl.privacy_config import (
+    DifferentialPrivacyConfig,
+    SecureAggregationConfig,
+    secure_aggregation_from,
+)
 
 ENV_PREFIX = "DYNACONF"
 
@@ -206,6 +211,45 @@ class ServerConfig(_Model):
                 )
         return self
 
+    #: SecAgg+ (``true`` or a mapping of options): the server sees only the sum of the updates.
+    secure_aggregation: SecureAggregationConfig | None = None
+    #: Clipping + Gaussian noise + privacy accountant (see docs/SECURITY.md); unset: off.
+    differential_privacy: DifferentialPrivacyConfig | None = None
+
+    @field_validator("secure_aggregation", mode="before")
+    @classmethod
+    def _secure_aggregation_flag(cls, value: Any) -> Any:
+        return secure_aggregation_from(value)
+
+    @field_validator("secure_aggregation")
+    @classmethod
+    def _secure_aggregation_fits(cls, value: SecureAggregationConfig | None, info: Any) -> Any:
+        strategy = info.data.get("strategy")
+        if value is not None and strategy is not None and strategy.name != "FedAvg":
+            raise ValueError(
+                f"works with strategy FedAvg only (the server sees just the sum of the updates), "
+                f"not {strategy.name}"
+            )
+        if value is not None and "num_clients" in info.data:
+            value.check(info.data["num_clients"])
+        return value
+
+    @field_validator("differential_privacy")
+    @classmethod
+    def _differential_privacy_fits(cls, value: DifferentialPrivacyConfig | None, info: Any) -> Any:
+        strategy = info.data.get("strategy")
+        if value is not None and strategy is not None and strategy.name != "FedAvg":
+            raise ValueError(
+                f"works with strategy FedAvg only (the noise is calibrated to an equal-weight "
+                f"average), not {strategy.name}"
+            )
+        if value is not None and info.data.get("secure_aggregation") is not None:
+            raise ValueError(
+                "cannot be combined with secure_aggregation yet (server-side clipping needs the "
+                "individual updates); choose one"
+            )
+        return value
+
     @field_validator("tags", mode="before")
     @classmethod
     def _tags_as_strings(cls, value: Any) -> Any:
@@ -252,6 +296,8 @@ class ClientConfig(_Model):
     #: Threads torch may use for local training (unset: torch's default, all cores). Set 1 when
     #: several clients share one machine, as in the demo.
     torch_threads: int | None = Field(None, ge=1, le=1024)
+    #: Refuse to train in a session without secure aggregation (never send an unmasked update).
+    require_secure_aggregation: bool = False
     #: Reconnect back-off bounds (seconds) for the control plane.
     retry_initial: float = Field(1.0, gt=0)
     retry_max: float = Field(30.0, gt=0)
@@ -331,12 +377,28 @@ def read_settings(path: Path | None) -> dict[str, Any]:
     return _lower_top({k: v for k, v in data.items() if k not in internal})
 
 
+def _known_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """Keys allowed at ``path`` inside ``model`` (nested models, also optional ones)."""
+    import typing
+
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        candidates = (field.annotation, *typing.get_args(field.annotation))
+        nested = [t for t in candidates if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
 def _format_error(exc: ValidationError, model: type[BaseModel]) -> str:
     first = exc.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(root)"
     if first["type"] == "extra_forbidden":
-        known = list(model.model_fields)
-        hint = difflib.get_close_matches(str(first["loc"][0]), known, n=1)
+        known = _known_keys(model, first["loc"][:-1])
+        hint = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
         extra = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(known)}"
         return f"config key '{key}' is not known{extra}"
     if first["type"] == "value_error" and not first["loc"]:  # a rule across keys (model validator)

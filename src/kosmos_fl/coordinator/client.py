@@ -155,6 +155,7 @@ class KosmosClient:
             data_path=str(_resolve(self.config.data_path, self.base_dir)),
             selection=self.config.selection(msg.client_id),
             torch_threads=self.config.torch_threads,
+            require_secure_aggregation=self.config.require_secure_aggregation,
         )
         spec_path = spec.write(session_dir / "node.json")
         log.info(

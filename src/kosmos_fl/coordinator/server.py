@@ -125,6 +125,9 @@ class Coordinator:
 
     @property
     def min_fit_clients(self) -> int:
+        sa = self.config.secure_aggregation
+        if sa is not None:  # SecAgg+ survives dropouts down to its quorum
+            return max(sa.quorum(self.config.num_clients), self.config.quorum)
         return self.config.quorum
 
     def flwr_address_for(self, client_host: str) -> str:
@@ -404,6 +407,8 @@ class Coordinator:
             max_update_norm_ratio=cfg.max_update_norm_ratio,
             max_update_norm=cfg.max_update_norm,
             coordinator_pid=os.getpid(),
+            secure_aggregation=cfg.secure_aggregation,
+            differential_privacy=cfg.differential_privacy,
         )
         await self._submit_and_announce(s, spec)
 

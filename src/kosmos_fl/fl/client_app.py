@@ -14,7 +14,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from kosmos_fl.fl import faults
+from kosmos_fl.fl import faults, secure
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.fl.warm_exec import FORKED_AT
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
@@ -26,9 +26,16 @@ app = ClientApp()
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model for the configured local epochs; reply with new weights."""
+    if secure.is_secagg_message(msg):  # a SecAgg+ round stage: fl/secure.py
+        return secure.secagg_clientapp(msg, context)
     t0 = time.monotonic()
     started_at = time.time()
     spec = NodeSpec.read(str(context.node_config["session-file"]))
+    if spec.require_secure_aggregation:
+        raise RuntimeError(
+            "this client requires secure aggregation (require_secure_aggregation: true) and refuses "
+            "to send an unmasked update; enable secure_aggregation on the server"
+        )
     if spec.torch_threads:
         torch.set_num_threads(spec.torch_threads)
     config = msg.content["config"]

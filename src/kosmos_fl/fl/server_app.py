@@ -21,18 +21,20 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from kosmos_fl.errors import FederationError
 from kosmos_fl.fl import checkpoint, strategies
 from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE, Checkpoint
 from kosmos_fl.fl.liveness import (
     LiveGrid,
+    RoundReplies,
     SessionClients,
     quorum_lost_message,
     send_and_collect,
     wait_for_nodes,
 )
-from kosmos_fl.fl.screening import screen_replies
+from kosmos_fl.fl.screening import Screened, screen_replies
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
 from kosmos_fl.fl.tracking import flat_params
 from kosmos_fl.ml.models import count_parameters
@@ -161,7 +163,7 @@ def _plots(usecase: Any, model: Any, groups: dict[str, Any], out: Path) -> list[
     return paths
 
 
-def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
+def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
     """Run all rounds of one session; returns the result document."""
     out_dir = Path(spec.out_dir)
     progress = out_dir / PROGRESS_FILE
@@ -174,6 +176,10 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
     strategy = strategies.build(
         spec.strategy_name, spec.strategy_params, spec.num_clients, spec.min_fit_clients
     )
+    if spec.differential_privacy is not None:  # clipping + noise + accountant: fl/privacy.py
+        from kosmos_fl.fl import privacy
+
+        strategy = privacy.build_strategy(spec)
     ckpt = checkpoint.load(out_dir)
     if ckpt is None:
         tracker.params(
@@ -197,6 +203,8 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
                 "max_update_norm": spec.max_update_norm,
             }
         )
+        if spec.differential_privacy is not None:
+            tracker.params(privacy.params(spec))
         tracker.tag("kosmos.session_id", spec.session_id)
         (out_dir / "model_summary.txt").write_text(str(model), encoding="utf-8")
         tracker.client.log_artifact(tracker.run_id, str(out_dir / "model_summary.txt"))
@@ -237,6 +245,15 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             "seed": spec.seed,
         }
     )
+    secagg = None
+    if spec.secure_aggregation is not None:  # SecAgg+ rounds: fl/secure.py
+        from kosmos_fl.fl.secure import SecureRounds
+
+        assert context is not None
+        secagg = SecureRounds(grid, context, spec, train_config)
+        if ckpt.round == 0:
+            tracker.params(secagg.params())
+    stop_reason = None
     norm_history = list(ckpt.norm_history)
     completed = ckpt.round
     for rnd in range(ckpt.round + 1, spec.num_rounds + 1):
@@ -247,18 +264,33 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
                 quorum_lost_message(f"before round {rnd}", alive, spec.min_fit_clients, clients.dead())
             )
         train_config["sent-at"] = time.time()  # wall clock: the clients report theirs (latency split)
-        messages = list(strategy.configure_train(rnd, arrays, train_config, live_grid))
-        append_jsonl(
-            progress,
-            {"event": "round_started", "round": rnd, "nodes": [m.metadata.dst_node_id for m in messages]},
-        )
-        got = send_and_collect(grid, messages, clients, spec.round_timeout)
-        ok = [m for m in got.replies if not m.has_error()]
-        failed = [m for m in got.replies if m.has_error()]
+        secure_arrays = None
+        if secagg is not None:
+            # the server sees only the masked sum: no per-update screening (docs/SECURITY.md)
+            ok, failed, secure_arrays = secagg.train_round(rnd, arrays)
+            got = RoundReplies(replies=ok + failed, dropped=[], timed_out=[])
+        else:
+            try:
+                messages = list(strategy.configure_train(rnd, arrays, train_config, live_grid))
+            except PrivacyBudgetExhausted as exc:  # stop cleanly, keep the last model
+                stop_reason = privacy.budget_reason(exc, rnd, strategy)
+                log.warning("%s", stop_reason)
+                break
+            append_jsonl(
+                progress,
+                {"event": "round_started", "round": rnd, "nodes": [m.metadata.dst_node_id for m in messages]},
+            )
+            got = send_and_collect(grid, messages, clients, spec.round_timeout)
+            ok = [m for m in got.replies if not m.has_error()]
+            failed = [m for m in got.replies if m.has_error()]
         for m in failed:
             log.warning("round %d: client node %s failed: %s", rnd, m.metadata.src_node_id, m.error.reason)
-        screened = screen_replies(
-            ok, arrays.to_numpy_ndarrays(), spec.max_update_norm_ratio, spec.max_update_norm, norm_history
+        screened = (
+            Screened(accepted=ok, rejected=[], norms=[])
+            if secagg is not None
+            else screen_replies(
+                ok, arrays.to_numpy_ndarrays(), spec.max_update_norm_ratio, spec.max_update_norm, norm_history
+            )
         )
         for cid, reason in screened.rejected:
             append_jsonl(progress, {"event": "rejected", "round": rnd, "client": cid, "reason": reason})
@@ -278,7 +310,10 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             )
         t_replies = time.monotonic()
         latency = _latency_split(accepted, float(train_config["sent-at"]), time.time())
-        new_arrays, _ = strategy.aggregate_train(rnd, accepted)
+        if secagg is not None:
+            new_arrays = secure_arrays
+        else:
+            new_arrays, _ = strategy.aggregate_train(rnd, accepted)
         if new_arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")
         arrays = new_arrays
@@ -302,6 +337,8 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             "client_compute_seconds_max": max(compute) if compute else 0.0,
             **latency,
         }
+        if spec.differential_privacy is not None:
+            round_stats.update(privacy.spent(strategy))
         for cid, _reason in screened.rejected:
             round_stats[f"update_rejected_client{'unknown' if cid is None else cid}"] = 1.0
         done = Checkpoint(
@@ -328,6 +365,11 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
         )
         completed = rnd
 
+    if secagg is not None:
+        secagg.close()
+    if stop_reason is not None:
+        tracker.tag("kosmos.stop_reason", stop_reason)
+        append_jsonl(progress, {"event": "stopped", "round": completed, "reason": stop_reason})
     plot_paths = _plots(usecase, model, groups, out_dir / "plots")
     for p in plot_paths:
         tracker.client.log_artifact(tracker.run_id, str(p), artifact_path="plots")
@@ -340,6 +382,7 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
         "registered_model": spec.registered_model_name,
         "registered_version": version,
         "plots": [str(p) for p in plot_paths],
+        **({"reason": stop_reason, "stop_reason": stop_reason} if stop_reason is not None else {}),
     }
 
 
@@ -406,7 +449,7 @@ def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO)
     _watch_coordinator(spec.coordinator_pid)
     try:
-        result = run_session(grid, spec)
+        result = run_session(grid, spec, context)
     except Exception as exc:
         if _coordinator_gone(spec.coordinator_pid) or (out_dir / INTERRUPTED_FILE).exists():
             # the server crashed or stopped: leave the session resumable (no result, run not failed)

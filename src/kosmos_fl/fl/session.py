@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kosmos_fl.fl.privacy_config import DifferentialPrivacyConfig, SecureAggregationConfig
+
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.jsonl"
 
@@ -63,6 +65,10 @@ class SessionSpec(_Spec):
     max_update_norm: float | None = None
     #: The coordinator process; the ServerApp exits quietly when it is gone (resume picks up).
     coordinator_pid: int | None = None
+    #: SecAgg+ settings (None: plain FedAvg messages, the server sees each update).
+    secure_aggregation: SecureAggregationConfig | None = None
+    #: Central differential privacy settings (None: off).
+    differential_privacy: DifferentialPrivacyConfig | None = None
 
 
 class NodeSpec(_Spec):
@@ -76,6 +82,8 @@ class NodeSpec(_Spec):
     data_path: str
     selection: list[str] | None
     torch_threads: int | None = None
+    #: This site refuses to send an unmasked update (client config ``require_secure_aggregation``).
+    require_secure_aggregation: bool = False
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

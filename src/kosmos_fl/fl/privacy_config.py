@@ -1,0 +1,125 @@
+"""Settings of the two update-protection options: secure aggregation and differential privacy.
+
+Kept apart from :mod:`kosmos_fl.config` so that the session spec and the ServerApp can use them
+without the whole server configuration, and imports no Flower code at module level (the checks
+that need Flower's own rules import it lazily). See docs/SECURITY.md for what each option protects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecureAggregationConfig(_Model):
+    """Flower's SecAgg+ (``SecAggPlusWorkflow`` / ``secaggplus_mod``): the server only learns the
+    weighted sum of the clients' updates, never one client's update.
+
+    ``num_shares`` and ``reconstruction_threshold`` follow Flower: an int is a count, a float a
+    fraction (of the clients, resp. of the shares). A client's masks can be rebuilt from
+    ``reconstruction_threshold`` shares, so that many colluding neighbours (with the server) could
+    unmask it; fewer surviving neighbours than that and the round fails. Defaults: every client
+    holds a share of every other's secrets, two thirds of them are needed.
+    """
+
+    num_shares: int | float = 1.0
+    reconstruction_threshold: int | float = 0.67
+    #: Surviving clients a round needs (the quorum); unset: the reconstruction threshold.
+    min_clients: int | None = Field(None, ge=2)
+    #: Largest client weight (number of training examples) before Flower warns of overflow.
+    max_weight: float = Field(1000.0, gt=0)
+    #: Each weighted update entry is clipped to +-clipping_range before quantisation.
+    clipping_range: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _flower_rules(self) -> SecureAggregationConfig:
+        from flwr.server.workflow import SecAggPlusWorkflow
+
+        try:
+            SecAggPlusWorkflow(
+                self.num_shares,
+                self.reconstruction_threshold,
+                max_weight=self.max_weight,
+                clipping_range=self.clipping_range,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc).replace("`", "")) from None
+        return self
+
+    def resolve(self, num_clients: int) -> tuple[int, int]:
+        """Shares and threshold for ``num_clients`` clients, as Flower's setup stage computes them."""
+        if isinstance(self.num_shares, float):
+            shares = round(self.num_shares * num_clients)
+            if shares < num_clients and shares & 1 == 0:
+                shares += 1
+            if shares <= 2:
+                shares = num_clients
+        else:
+            shares = self.num_shares
+        if isinstance(self.reconstruction_threshold, float):
+            threshold = max(round(self.reconstruction_threshold * shares), 2)
+        else:
+            threshold = self.reconstruction_threshold
+        return shares, threshold
+
+    def quorum(self, num_clients: int) -> int:
+        """Clients that must survive a round (never fewer than the protocol itself needs)."""
+        _, threshold = self.resolve(num_clients)
+        return max(self.min_clients or threshold, threshold)
+
+    def check(self, num_clients: int) -> None:
+        """Raise ValueError when these settings cannot work with ``num_clients`` clients."""
+        if num_clients < 3:
+            raise ValueError(
+                "needs num_clients >= 3: with 2 clients each could subtract its own update from the "
+                "new global model and learn the other's"
+            )
+        shares, threshold = self.resolve(num_clients)
+        if shares > num_clients:
+            raise ValueError(f"num_shares={shares} is more than num_clients={num_clients}")
+        if threshold > num_clients:
+            raise ValueError(f"reconstruction_threshold={threshold} is more than num_clients={num_clients}")
+        if self.min_clients is not None and self.min_clients > num_clients:
+            raise ValueError(f"min_clients={self.min_clients} is more than num_clients={num_clients}")
+
+
+class DifferentialPrivacyConfig(_Model):
+    """Central (client-level) differential privacy: the server clips every client's update to
+    L2 norm ``clipping_norm``, averages with equal weights and adds Gaussian noise with standard
+    deviation ``noise_multiplier * clipping_norm / num_clients``; an RDP accountant composes the
+    rounds. Before a round that would push epsilon (at ``target_delta``) above ``max_epsilon``
+    the session stops and keeps the last model."""
+
+    noise_multiplier: float = Field(gt=0)
+    clipping_norm: float = Field(gt=0)
+    target_delta: float = Field(1e-5, gt=0, lt=1)
+    max_epsilon: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _budget_allows_one_round(self) -> DifferentialPrivacyConfig:
+        if self.max_epsilon is None:
+            return self
+        from kosmos_fl.fl.privacy import one_round_epsilon
+
+        eps = one_round_epsilon(self.noise_multiplier, self.target_delta)
+        if eps > self.max_epsilon:
+            raise ValueError(
+                f"max_epsilon={self.max_epsilon:g} is below the cost of a single round "
+                f"(epsilon={eps:.3g} at noise_multiplier={self.noise_multiplier:g}, "
+                f"target_delta={self.target_delta:g}); raise max_epsilon or noise_multiplier"
+            )
+        return self
+
+
+def secure_aggregation_from(value: Any) -> Any:
+    """``true`` means the defaults, ``false``/``null`` means off; a mapping sets options."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from kosmos_fl import __version__
 from kosmos_fl.data.cli import app as data_app
+from kosmos_fl.edge.cli import app as machine_app
 from kosmos_fl.errors import FederationError, KosmosError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data", help="Prepare, generate and inspect bearing / turbofan data.")
+app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay, collect, status.")
 
 err_console = Console(stderr=True)
 

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from kosmos_fl.edge.config import EdgeConfig
 from kosmos_fl.errors import ConfigError
 
 ENV_PREFIX = "DYNACONF"
@@ -188,6 +189,9 @@ class ClientConfig(_Model):
     retry_initial: float = Field(1.0, gt=0)
     retry_max: float = Field(30.0, gt=0)
     retry_attempts: int = Field(0, ge=0, description="0 retries forever")
+    #: Collect the training data from this site's machines over MQTT instead of reading data_path
+    #: (see docs/EDGE.md); eligibility then comes from what was collected.
+    edge: EdgeConfig | None = None
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> ClientConfig:

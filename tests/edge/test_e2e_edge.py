@@ -50,7 +50,7 @@ def test_clients_collect_over_mqtt_become_eligible_and_train(
 ) -> None:
     federation.start_server(
         num_clients=2,
-        n_federated_train_epoch=2,
+        n_federated_train_epoch=1,
         data_path=str(femto["Bearing1_4"].parent),
         test_bearings=["Bearing1_4"],
         mlflow_experiment_name="edge-e2e",
@@ -104,7 +104,7 @@ def test_clients_collect_over_mqtt_become_eligible_and_train(
         assert proc.proc.wait(60) == 0, proc.tail(40)
 
     for name in sites:
-        log = (federation.root / "logs" / f"{name}.log").read_text()
+        log = " ".join((federation.root / "logs" / f"{name}.log").read_text().split())  # unwrap rich lines
         assert "criteria not met" in log and "now meets the criteria; registering again" in log, log[-3000:]
     # what each site holds, from its own store (the status command an operator would run)
     expected = {"site-a": ("Bearing3_1", 515), "site-b": ("Bearing2_2", 399)}
@@ -130,7 +130,7 @@ def test_clients_collect_over_mqtt_become_eligible_and_train(
     assert mlrun.info.status == "FINISHED"
     assert mlrun.data.params["test_bearings"] == "Bearing1_4"
     history = ml.get_metric_history(mlrun.info.run_id, "RMSE_Bearing1_4")
-    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert sorted(m.step for m in history) == [0, 1]
     assert all(m.value == m.value and m.value >= 0 for m in history)
     for key in ("train_loss_client0", "train_loss_client1"):
-        assert sorted(m.step for m in ml.get_metric_history(mlrun.info.run_id, key)) == [1, 2]
+        assert sorted(m.step for m in ml.get_metric_history(mlrun.info.run_id, key)) == [1]

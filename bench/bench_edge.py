@@ -10,13 +10,21 @@ Two phases per subject: a flood (publish as fast as possible: throughput) and a 
 -> received (baseline), both clocks on this machine.
 
     .venv/bin/python bench/bench_edge.py [--broker mqtt://127.0.0.1:1883] [--n 2000] [--rate 100]
+
+Without --broker it starts a private Mosquitto (no other traffic, no queue limit).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import multiprocessing as mp
+import os
+import shutil
+import socket
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -112,6 +120,7 @@ class Ingest:
 def run(subject: str, url: str, n: int, rate: float, encoding: str, folder: Path) -> dict[str, float]:
     topic = f"kosmos-bench/{uuid.uuid4().hex[:8]}"
     sub = Baseline(url, topic) if subject == "baseline" else Ingest(url, topic, folder)
+    cpu0 = time.process_time()  # this process only: the subscriber's threads (the publisher is a child)
     q: mp.Queue = mp.get_context("spawn").Queue()
     proc = mp.get_context("spawn").Process(target=_publish, args=(url, topic, n, rate, encoding, q))
     proc.start()
@@ -120,6 +129,7 @@ def run(subject: str, url: str, n: int, rate: float, encoding: str, folder: Path
     deadline = time.monotonic() + 120
     while len(sub.times) < n and time.monotonic() < deadline:
         time.sleep(0.01)
+    cpu = time.process_time() - cpu0
     sub.stop()
     got = len(sub.times)
     lat = sorted((sub.times[i] - sent[i]) * 1000 for i in range(n) if i in sub.times)
@@ -130,39 +140,79 @@ def run(subject: str, url: str, n: int, rate: float, encoding: str, folder: Path
         "p50_ms": statistics.median(lat),
         "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
         "bytes": size,
+        "cpu_ms": cpu / max(got, 1) * 1000,
     }
+
+
+def private_broker(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A Mosquitto of our own: no other tests' traffic, and a queue limit that cannot drop
+    messages (Debian's default max_queued_messages 1000 drops the excess of a slow subscriber)."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+        f"user {getpass.getuser()}\nlog_dest none\n"
+    )
+    proc = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return proc, f"mqtt://127.0.0.1:{port}"
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("could not start a private mosquitto; install it (scripts/services.sh) or pass --broker")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    ap.add_argument("--broker", default=None, help="broker URL (default: a private Mosquitto)")
     ap.add_argument("--n", type=int, default=2000, help="snapshots per flood phase")
     ap.add_argument("--rate", type=float, default=100.0, help="snapshots/s of the paced phase")
     ap.add_argument("--encodings", default="f32le-base64,json")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for encoding in args.encodings.split(","):
-            for subject in ("baseline", "ingest"):
-                folder = Path(tmp) / f"{subject}-{encoding}"
-                flood = run(subject, args.broker, args.n, 0, encoding, folder / "flood")
-                paced = run(
-                    subject, args.broker, max(200, args.n // 4), args.rate, encoding, folder / "paced"
-                )
-                rows.append((encoding, subject, flood, paced))
-    print(f"\nedge ingest, one client, broker {args.broker}, real 0.1 Hz per machine for reference")
-    print(f"{'encoding':13} {'subject':9} {'bytes':>6} {'flood /s':>9} {'flood p50':>9} {'flood p99':>9} "
-          f"{'paced p50':>9} {'paced p99':>9}   (paced at {args.rate:g}/s; latencies in ms)")  # fmt: skip
+        broker, url = (None, args.broker) if args.broker else private_broker(Path(tmp))
+        try:
+            for encoding in args.encodings.split(","):
+                for subject in ("baseline", "ingest"):
+                    folder = Path(tmp) / f"{subject}-{encoding}"
+                    flood = run(subject, url, args.n, 0, encoding, folder / "flood")
+                    n_paced = max(200, args.n // 4)
+                    paced = run(subject, url, n_paced, args.rate, encoding, folder / "paced")
+                    rows.append((encoding, subject, flood, paced))
+        finally:
+            if broker is not None:
+                broker.terminate()
+                broker.wait(10)
+    print(
+        f"\nedge ingest, one client, broker {args.broker or 'private mosquitto'}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at the end; one machine sends 0.1 snapshot/s"
+    )
+    print(
+        f"{'encoding':13} {'subject':9} {'bytes':>6} {'flood /s':>9} {'flood p50':>9} {'flood p99':>9} "
+        f"{'paced p50':>9} {'paced p99':>9} {'cpu ms':>7}"
+    )
     base: dict[str, float] = {}
     for encoding, subject, flood, paced in rows:
-        print(f"{encoding:13} {subject:9} {flood['bytes']:6d} {flood['per_s']:9.0f} {flood['p50_ms']:9.1f} "
-              f"{flood['p99_ms']:9.1f} {paced['p50_ms']:9.1f} {paced['p99_ms']:9.1f}")  # fmt: skip
+        print(
+            f"{encoding:13} {subject:9} {flood['bytes']:6d} {flood['per_s']:9.0f} {flood['p50_ms']:9.1f} "
+            f"{flood['p99_ms']:9.1f} {paced['p50_ms']:9.1f} {paced['p99_ms']:9.1f} {flood['cpu_ms']:7.2f}"
+        )
         if subject == "baseline":
             base[encoding] = flood["per_s"]
         else:
-            ratio = flood["per_s"] / base[encoding]
-            print(f"{'':13} ingest stores {ratio:.2f}x the baseline's receive rate, "
-                  f"{flood['per_s'] / 0.1:.0f}x one machine's real rate; {flood['n']} stored")  # fmt: skip
+            print(
+                f"{'':13} ingest: {flood['per_s'] / base[encoding]:.2f}x the baseline's receive rate, "
+                f"{flood['per_s'] / 0.1:.0f}x one machine's rate, {flood['n']} of {args.n} stored, "
+                f"CPU-bound capacity {1000 / flood['cpu_ms']:.0f}/s per core"
+            )
+    print(
+        f"(flood: publish as fast as possible; paced: {args.rate:g}/s; latency publish -> stored (ingest) "
+        "or -> received (baseline) in ms; cpu ms: subscriber process CPU per snapshot)"
+    )
 
 
 if __name__ == "__main__":

@@ -43,21 +43,22 @@ def mosquitto_binary() -> str:
 class Broker:
     """A private Mosquitto on a free loopback port with its own persistence folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, settings: str = "allow_anonymous true\n", scheme: str = "mqtt") -> None:
         self.folder = folder
         self.port = free_port()
+        self.scheme = scheme
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = folder / "mosquitto.conf"
         folder.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"listener {self.port} 127.0.0.1\n{settings}persistence true\n"
             f"persistence_location {folder}/\nuser {getpass.getuser()}\nlog_dest file {folder}/broker.log\n"
             "max_queued_messages 100000\n"
         )
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL)

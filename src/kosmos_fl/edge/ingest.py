@@ -110,6 +110,8 @@ class EdgeIngest:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
+        self._connect_failures = 0
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self, wait: float | None = 15.0) -> bool:
@@ -158,6 +160,15 @@ class EdgeIngest:
         self.connected.set()
         log.info("edge: connected (session present: %s)", flags.session_present)
         client.subscribe([(topic, 1) for topic in self.cfg.topics])
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._connect_failures += 1
+        self.last_error = (
+            f"cannot connect to {self.cfg.redacted()} (broker down, wrong host/port, or TLS handshake "
+            "failed: check edge.broker and edge.tls.ca_file)"
+        )
+        if self._connect_failures == 1 or self._connect_failures % 20 == 0:
+            log.warning("edge: %s; retrying (attempt %d)", self.last_error, self._connect_failures)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
         failed = [str(c) for c in codes if c.is_failure]

@@ -21,7 +21,7 @@ from kosmos_fl.edge.config import EdgeConfig
 from kosmos_fl.edge.ingest import EdgeIngest
 from tests.edge.conftest import Broker
 
-USER, PASSWORD = "site-a", "s3cret-Never-Logged"
+USER, PASSWORD, WRONG = "site-a", "s3cret-Never-Logged", "Wrong-Pw-9x"
 
 
 def _cert(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey,
@@ -86,7 +86,7 @@ def test_tls_with_credentials_connects_and_wrong_password_is_reported(
     assert good.start(wait=20), good.last_error
     good.stop()
 
-    bad = EdgeIngest(EdgeConfig.model_validate({**base, "password": "Wrong-Pw-9x"}), tmp_path / "b", "kosmos-tls-b")
+    bad = EdgeIngest(EdgeConfig.model_validate({**base, "password": WRONG}), tmp_path / "b", "kosmos-tls-b")
     assert not bad.start(wait=3)  # refused, retried in the background, never crashes
     deadline = time.monotonic() + 10
     while bad.last_error is None and time.monotonic() < deadline:
@@ -102,4 +102,4 @@ def test_tls_with_credentials_connects_and_wrong_password_is_reported(
 
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "connected" in text and "refused" in text
-    assert PASSWORD not in text and "Wrong-Pw-9x" not in text
+    assert PASSWORD not in text and WRONG not in text

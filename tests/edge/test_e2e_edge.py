@@ -49,6 +49,7 @@ def test_clients_collect_over_mqtt_become_eligible_and_train(
     federation: Federation, femto: dict[str, Path], shared_broker: str, clean_env: dict[str, str]
 ) -> None:
     federation.start_server(
+        timeout=300,  # a busy shared machine can take minutes to import and start everything
         num_clients=2,
         n_federated_train_epoch=1,
         data_path=str(femto["Bearing1_4"].parent),

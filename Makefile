@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_prepare.py
 	$(BIN)/python bench/bench_federation.py
+	$(BIN)/python bench/bench_edge.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

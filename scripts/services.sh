@@ -3,6 +3,7 @@
 # start what is missing. Used by `make test` (and so by CI). Idempotent and quiet when all is there.
 #   - docker-compose (v1, Python): validates docker-compose.yml offline, no Docker engine needed
 #   - PostgreSQL on 127.0.0.1:5432 with a database `test` (turbofan data source tests)
+#   - Mosquitto on 127.0.0.1:1883 (edge / MQTT tests)
 set -uo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -30,6 +31,22 @@ if port_open 5432 && have psql; then
   if ! psql -h 127.0.0.1 -U postgres -Atc "select 1 from pg_database where datname='test'" 2>/dev/null | grep -q 1; then
     su postgres -c "createdb test" >/dev/null 2>&1 || psql -h 127.0.0.1 -U postgres -c "create database test" >/dev/null 2>&1 || true
   fi
+fi
+
+# Mosquitto on 127.0.0.1:1883 (edge / MQTT tests); the binary is also used for private brokers
+if ! have mosquitto || ! port_open 1883; then
+  have mosquitto || apt_install mosquitto mosquitto-clients || echo "services: cannot install mosquitto" >&2
+  if have mosquitto && ! port_open 1883; then
+    mkdir -p /run/mosquitto /var/lib/mosquitto /var/log/mosquitto 2>/dev/null
+    chown mosquitto: /run/mosquitto /var/lib/mosquitto /var/log/mosquitto 2>/dev/null || true
+    if [ -f /etc/mosquitto/mosquitto.conf ]; then
+      # Debian's file has no listener: mosquitto 2 then serves 1883 on loopback only, anonymously
+      mosquitto -d -c /etc/mosquitto/mosquitto.conf >/dev/null 2>&1
+    else
+      mosquitto -d -p 1883 >/dev/null 2>&1
+    fi
+  fi
+  wait_port 1883 || echo "services: Mosquitto is not reachable on 127.0.0.1:1883" >&2
 fi
 
 echo "services: ready"

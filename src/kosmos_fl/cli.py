@@ -15,6 +15,7 @@ from rich.console import Console
 
 from kosmos_fl import __version__
 from kosmos_fl.data.cli import app as data_app
+from kosmos_fl.edge.cli import app as machine_app
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.security.cli import certs_app, clients_app
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data", help="Prepare, generate and inspect bearing / turbofan data.")
 app.add_typer(certs_app, name="certs", help="Development certificates (CA, server, clients).")
 app.add_typer(clients_app, name="clients", help="Onboard, list and revoke clients (credentials).")
+app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay, collect, status.")
 
 err_console = Console(stderr=True)
 

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from kosmos_fl.edge.config import EdgeConfig
 from kosmos_fl.errors import ConfigError
 from kosmos_fl.fl.privacy_config import (
     DifferentialPrivacyConfig,
@@ -310,6 +311,9 @@ class ClientConfig(_Model):
     credentials: str | None = None
     #: CA certificate to verify the server with (default: the bundle's ``ca.pem``).
     tls_ca_certfile: str | None = None
+    #: Collect the training data from this site's machines over MQTT instead of reading data_path
+    #: (see docs/EDGE.md); eligibility then comes from what was collected.
+    edge: EdgeConfig | None = None
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> ClientConfig:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from kosmos_fl.config import ClientConfig
 from kosmos_fl.coordinator.protocol import StartTrain
 from kosmos_fl.coordinator.signals import install_stop_signals
+from kosmos_fl.edge.site import EdgeSite, edge_criteria
 from kosmos_fl.errors import KosmosError
 from kosmos_fl.fl import runtime
 from kosmos_fl.fl.session import NodeSpec
@@ -30,18 +31,29 @@ from kosmos_fl.usecases import usecase_class
 log = logging.getLogger("kosmos_fl.client")
 
 
-def check_criteria(config: ClientConfig, base_dir: Path) -> dict[str, Any]:
+def check_criteria(config: ClientConfig, base_dir: Path, edge: EdgeSite | None = None) -> dict[str, Any]:
     """The ``client_criteria`` answer: does this site hold enough readable data? Says why not."""
     try:
         cls = usecase_class(config.usecase.name)
     except KosmosError as exc:
         return {"criteria_are_met": False, "reason": str(exc)}
     answer: dict[str, Any] = {"usecase": {"name": cls.name, "version": cls.version}}
+    selection = config.selection(None)
     data_path = _resolve(config.data_path, base_dir)
+    if config.edge is not None and config.edge.enabled:  # data collected over MQTT (docs/EDGE.md)
+        verdict, data_path, _ = edge_criteria(config.edge, base_dir, edge)
+        if not verdict.eligible:
+            return {
+                **answer,
+                "criteria_are_met": False,
+                "reason": verdict.reason,
+                "data_summary": verdict.summary,
+            }
+        selection = verdict.bearings
     if not data_path.exists():
         return {**answer, "criteria_are_met": False, "reason": f"data_path {data_path} does not exist"}
     try:
-        summary = cls(config.usecase.params).data_summary(data_path, config.selection(None))
+        summary = cls(config.usecase.params).data_summary(data_path, selection)
     except KosmosError as exc:
         return {**answer, "criteria_are_met": False, "reason": str(exc)}
     samples = int(summary.get("samples", 0))
@@ -80,6 +92,10 @@ class KosmosClient:
         #: Why the server refused this client's credentials (then it stops instead of retrying).
         self.refused: str | None = None
         ssl_ctx = self.security.ssl_context()
+        self.edge = (
+            EdgeSite(config.edge, self.base_dir, self.name) if config.edge and config.edge.enabled else None
+        )
+        self.eligible = False
         self.sio = socketio.AsyncClient(
             reconnection=True,
             reconnection_delay=config.retry_initial,
@@ -96,8 +112,9 @@ class KosmosClient:
         self.sio.on("error", self.on_error)
 
     async def register(self) -> None:
-        answer = await asyncio.to_thread(check_criteria, self.config, self.base_dir)
+        answer = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
         answer["client_name"] = self.name
+        self.eligible = bool(answer["criteria_are_met"])
         if not answer["criteria_are_met"]:
             log.warning("criteria not met: %s", answer.get("reason"))
         await self.sio.emit("client_criteria", answer)
@@ -152,8 +169,10 @@ class KosmosClient:
             usecase_name=msg.usecase_name,
             usecase_version=msg.usecase_version,
             usecase_params=params,
-            data_path=str(_resolve(self.config.data_path, self.base_dir)),
-            selection=self.config.selection(msg.client_id),
+            data_path=str(
+                self.edge.data_path if self.edge else _resolve(self.config.data_path, self.base_dir)
+            ),
+            selection=self.edge.selection() if self.edge else self.config.selection(msg.client_id),
             torch_threads=self.config.torch_threads,
             require_secure_aggregation=self.config.require_secure_aggregation,
         )
@@ -198,9 +217,34 @@ class KosmosClient:
             await asyncio.to_thread(self.supernode.stop)
             self.supernode = None
 
+    async def _recheck_edge(self) -> None:
+        """Edge mode: re-check the criteria as data arrives; register again once they are met."""
+        assert self.edge is not None
+        while not self.done.is_set():
+            await asyncio.to_thread(self.edge.changed.wait, self.edge.cfg.recheck_interval)
+            self.edge.changed.clear()
+            if self.eligible or self.supernode is not None or not self.sio.connected:
+                continue
+            answer = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
+            if answer["criteria_are_met"]:
+                log.info("collected data now meets the criteria; registering again")
+                await self.register()
+
     async def run(self) -> dict[str, Any] | None:
         """Connect (with back-off), serve sessions; returns the last end_train payload."""
         install_stop_signals(self.done)
+        if self.edge is not None:
+            await asyncio.to_thread(self.edge.start)
+            recheck = asyncio.create_task(self._recheck_edge())
+            try:
+                return await self._run()
+            finally:
+                self.edge.changed.set()  # wake the re-check thread so shutdown does not wait for it
+                recheck.cancel()
+                await asyncio.to_thread(self.edge.stop)
+        return await self._run()
+
+    async def _run(self) -> dict[str, Any] | None:
         url = f"{'https' if self.security.tls else 'http'}://{self.config.socketio_address}"
         attempt = 0
         delay = self.config.retry_initial

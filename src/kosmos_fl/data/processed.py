@@ -733,3 +733,25 @@ def _write_manifest(out_dir: Path, source: Path, names: list[str]) -> None:
     tmp = path.with_name(f".{MANIFEST}.{uuid.uuid4().hex[:8]}")
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(path)
+
+
+def write_prepared_bearing(out_dir: Path, bearing: ProcessedBearing, source_kind: str) -> Path:
+    """Add (or replace) one bearing in a prepared folder and list it in the manifest.
+
+    For producers other than ``prepare_dataset`` (e.g. the MQTT edge store): the folder then loads
+    with :func:`load_bearings` like any prepared data. ``bearing.source`` should not be a folder,
+    so loading serves the stored arrays instead of recomputing them from a source.
+    """
+    out_dir = Path(out_dir)
+    entry = out_dir / bearing.name
+    _store(entry, bearing, {"key": f"{source_kind}:{bearing.n_snapshots}", "source_kind": source_kind}, True)
+    _write_manifest(out_dir, out_dir, [bearing.name])
+    return entry
+
+
+def remove_prepared_bearing(out_dir: Path, name: str) -> None:
+    """Drop one bearing from a prepared folder (folder and manifest entry)."""
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir / name, ignore_errors=True)
+    if (out_dir / MANIFEST).is_file():
+        _write_manifest(out_dir, out_dir, [])

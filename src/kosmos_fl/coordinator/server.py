@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import socketio
 from aiohttp import web
 
 from kosmos_fl import __version__
 from kosmos_fl.config import ServerConfig, split_address
+from kosmos_fl.coordinator.guard import GuardedServer, raise_fd_limit
 from kosmos_fl.coordinator.protocol import MAX_MESSAGE_BYTES, EndTrain, StartTrain, parse_criteria
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError, ProtocolError
@@ -78,9 +78,9 @@ class Coordinator:
         self._session_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._remind_tasks: dict[str, asyncio.Task[None]] = {}
-        self.sio = socketio.AsyncServer(
+        self.sio = GuardedServer(
+            limits=config.limits,
             async_mode="aiohttp",
-            max_http_buffer_size=MAX_MESSAGE_BYTES,
             logger=False,
             engineio_logger=False,
         )
@@ -413,9 +413,10 @@ class Coordinator:
             runtime.start_superlink, host, port, self.flwr_home, self.work_dir / "logs" / "superlink.log"
         )
         sio_host, sio_port = split_address(self.config.socketio_address, "socketio_address")
+        raise_fd_limit()
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, sio_host, sio_port)
+        site = web.TCPSite(runner, sio_host, sio_port, backlog=1024)
         try:
             await site.start()
         except OSError as exc:

@@ -122,8 +122,7 @@ def test_flood_is_throttled_then_cut_while_others_register(tmp_path: Path) -> No
         good = await c.join("good")
         for i in range(40):
             await c.event("flood", "client_criteria", {"criteria_are_met": True, "n": i})
-            if flooder not in c.clients:
-                break
+        await asyncio.sleep(0.5)  # the hang-up leaves the error event a moment to go out
         await c.event("good", "client_criteria", {"criteria_are_met": True})
         return c, flooder, good
 

@@ -23,11 +23,13 @@ import inspect
 import logging
 import resource
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
+from aiohttp import WSCloseCode
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet
 
@@ -39,6 +41,8 @@ log = logging.getLogger("kosmos_fl.server")
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message"})
 MAX_EVENT_NAME = 100
 _NAME_SHOWN = 40  # characters of a client-chosen event name echoed back in messages
+_BANNED_KEPT = 10_000
+_tasks: set[asyncio.Task[None]] = set()  # keeps hang-up tasks referenced until done
 
 
 @dataclass
@@ -66,21 +70,41 @@ def _shown(name: Any) -> str:
     return text if len(text) <= _NAME_SHOWN else text[:_NAME_SHOWN] + "..."
 
 
+def _eio_sid(environ: dict[str, Any]) -> str:
+    return parse_qs(environ.get("QUERY_STRING", "")).get("sid", ["?"])[0]
+
+
 class _LoggingWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    """engine.io's aiohttp WebSocket wrapper that logs why a frame was refused (too big)."""
+    """engine.io's aiohttp WebSocket wrapper that logs why a frame was refused (too big) and
+    lets :class:`GuardedServer` close the TCP connection of an abuser (engine.io itself keeps
+    reading from a socket it closed until the peer hangs up)."""
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        registry: dict[str, _LoggingWebSocket] = getattr(self.server, "kosmos_websockets", {})
+        # the engine.io socket this transport serves (a direct WebSocket has no sid in its URL)
+        sid = getattr(getattr(self.handler, "__self__", None), "sid", None) or _eio_sid(environ)
+        self.eio_sid = sid
+        registry[sid] = self
+        try:
+            return await super().__call__(environ)
+        finally:
+            registry.pop(sid, None)
+
+    async def hang_up(self, code: int, reason: str) -> None:
+        if self._sock is not None and not self._sock.closed:
+            await self._sock.close(code=code, message=reason.encode()[:120])
 
     async def wait(self) -> Any:
         msg = await self._sock.receive()
         if not isinstance(msg.data, bytes | str):
             exc = msg.data if isinstance(msg.data, BaseException) else None
-            if exc is not None and "too big" in str(exc).lower():
+            if getattr(exc, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
                 environ = getattr(self, "environ", {}) or {}
-                sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", ["?"])[0]
                 log.warning(
                     "client %s (engine.io %s) sent a frame over %d bytes; connection closed "
                     "(WebSocket 1009 'message too big')",
                     environ.get("REMOTE_ADDR", "?"),
-                    sid,
+                    getattr(self, "eio_sid", "?"),
                     self.server.max_http_buffer_size,
                 )
             raise OSError()
@@ -98,6 +122,9 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         kwargs.setdefault("ping_timeout", self.limits.ping_timeout)
         super().__init__(**kwargs)
         self._buckets: dict[str, _Bucket] = {}
+        # engine.io sids hung up on; whatever they still send is dropped quietly (bounded memory)
+        self._banned: OrderedDict[str, None] = OrderedDict()
+        self.eio.kosmos_websockets = {}
         drivers = getattr(self.eio, "_async", None)
         if isinstance(drivers, dict) and drivers.get("websocket") is eio_aiohttp.WebSocket:
             self.eio._async = {**drivers, "websocket": _LoggingWebSocket}  # per instance
@@ -117,15 +144,34 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
             except Exception:  # the client may be gone already
                 log.debug("could not send the error to %s", sid, exc_info=True)
         if disconnect:
+            self._banned[eio_sid] = None
+            while len(self._banned) > _BANNED_KEPT:
+                self._banned.popitem(last=False)
+            task = asyncio.create_task(self._hang_up(eio_sid, sid, message))
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
+
+    async def _hang_up(self, eio_sid: str, sid: str | None, message: str) -> None:
+        """Disconnect an abuser: Socket.IO DISCONNECT (after the ``error`` event had a moment to
+        leave), then close the transport (WebSocket 1008 'policy violation' with the reason)."""
+        try:
+            await asyncio.sleep(0.2)
             if sid is not None:
                 await self.disconnect(sid)
-            # a flooder that does not read could block the close forever: bound the wait
-            with contextlib.suppress(asyncio.TimeoutError):
+            ws = self.eio.kosmos_websockets.get(eio_sid)
+            with contextlib.suppress(Exception):
+                if ws is not None:
+                    await asyncio.wait_for(ws.hang_up(WSCloseCode.POLICY_VIOLATION, message), 5.0)
+                # a peer that does not read could block the close forever: bound the wait
                 await asyncio.wait_for(self.eio.disconnect(eio_sid), 5.0)
+        finally:
+            self._buckets.pop(eio_sid, None)
 
     # -- the gate every incoming message passes -------------------------------------------------
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         lim = self.limits
+        if eio_sid in self._banned:
+            return
         bucket = self._buckets.get(eio_sid)
         if bucket is None:
             bucket = self._buckets[eio_sid] = _Bucket(tokens=float(lim.burst))
@@ -138,7 +184,6 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
                     f"(burst {lim.burst}); messages are dropped until you slow down",
                 )
             elif bucket.dropped >= lim.burst:
-                self._buckets.pop(eio_sid, None)
                 await self.refuse(
                     eio_sid,
                     "*",

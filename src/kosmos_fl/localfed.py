@@ -81,8 +81,11 @@ class LocalFederation:
             time.sleep(0.3)
         return self.server
 
-    def start_client(self, name: str, *, once: bool = True, **values: Any) -> ManagedProcess:
-        """Start ``kosmos-fl client`` named ``name`` with ``values`` as its config."""
+    def start_client(
+        self, name: str, *, once: bool = True, launcher: list[str] | None = None, **values: Any
+    ) -> ManagedProcess:
+        """Start ``kosmos-fl client`` named ``name`` with ``values`` as its config. ``launcher``
+        prefixes the command (``["ip", "netns", "exec", "host1"]`` runs it on a simulated host)."""
         cfg = {
             "socketio_address": f"127.0.0.1:{self.sio_port}",
             "client_name": name,
@@ -90,7 +93,7 @@ class LocalFederation:
             **values,
         }
         path = self._write(name, cfg)
-        args = [*CLI, "client", "-c", str(path), *(["--once"] if once else [])]
+        args = [*(launcher or []), *CLI, "client", "-c", str(path), *(["--once"] if once else [])]
         proc = ManagedProcess.start(name, args, self.env, self.root / "logs" / f"{name}.log")
         self.procs.append(proc)
         return proc

@@ -167,6 +167,15 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         finally:
             self._buckets.pop(eio_sid, None)
 
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        # engine.io's aiohttp driver puts REMOTE_ADDR=127.0.0.1 for every client; the log, /status
+        # and refusals must name the real peer
+        request = environ.get("aiohttp.request")
+        peer = getattr(request, "remote", None)
+        if peer:
+            environ["REMOTE_ADDR"] = peer
+        return await super()._handle_eio_connect(eio_sid, environ)
+
     # -- the gate every incoming message passes -------------------------------------------------
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         lim = self.limits

@@ -279,12 +279,25 @@ def read_settings(path: Path | None) -> dict[str, Any]:
     return _lower_top({k: v for k, v in data.items() if k not in internal})
 
 
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> dict[str, Any]:
+    """The fields of the (nested) model at ``loc``, so a typo in ``limits.burts`` suggests
+    ``burst`` rather than a top-level key."""
+    current = model
+    for part in loc:
+        field = current.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        current = annotation
+    return current.model_fields
+
+
 def _format_error(exc: ValidationError, model: type[BaseModel]) -> str:
     first = exc.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(root)"
     if first["type"] == "extra_forbidden":
-        known = list(model.model_fields)
-        hint = difflib.get_close_matches(str(first["loc"][0]), known, n=1)
+        known = list(_fields_at(model, first["loc"][:-1]))
+        hint = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
         extra = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(known)}"
         return f"config key '{key}' is not known{extra}"
     env = f"{ENV_PREFIX}_{key.replace('.', '__')}"

@@ -96,6 +96,8 @@ class Coordinator:
         strategies.build(
             config.strategy.name, config.strategy.params, config.num_clients, self.min_fit_clients
         )
+        # and the use case's parameters (the ServerApp loads it with the same merge)
+        self.usecase_cls({**config.usecase.params, **config.usecase.broadcast_params})
 
     # -- helpers --------------------------------------------------------------------------------
     def _path(self, value: str) -> Path:

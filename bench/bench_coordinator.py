@@ -117,6 +117,7 @@ def main() -> int:
         fed = LocalFederation(Path(tmp))
         try:
             fed.start_server(
+                timeout=300,
                 num_clients=10_000,
                 criteria_timeout=3600,
                 mlflow_experiment_name="bench-coordinator",

@@ -133,6 +133,28 @@ class TLSConfig(_Model):
         return self
 
 
+class LimitsConfig(_Model):
+    """What one control-plane client may send and how long it may stay silent (see
+    docs/OPERATIONS.md, "Bad input and overload")."""
+
+    #: Largest Socket.IO message handled; a larger one gets an ``error`` event and is dropped.
+    max_message_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: Largest transport frame read at all; a larger one closes the connection (WebSocket 1009).
+    max_frame_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    #: Sustained messages per second per connection, after a burst; floods are dropped, then cut.
+    messages_per_second: float = Field(5.0, gt=0, le=100_000)
+    burst: int = Field(20, ge=1, le=100_000)
+    #: Engine.IO heartbeat: a client silent for ping_interval + ping_timeout seconds is dropped.
+    ping_interval: float = Field(25.0, gt=0, le=3600)
+    ping_timeout: float = Field(20.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _frame_holds_message(self) -> LimitsConfig:
+        if self.max_frame_bytes < self.max_message_bytes:
+            raise ValueError("limits.max_frame_bytes must be >= limits.max_message_bytes")
+        return self
+
+
 class ServerConfig(_Model):
     """Everything the KOSMoS server needs. The first block are the 2021 keys."""
 
@@ -250,6 +272,9 @@ class ServerConfig(_Model):
                 "individual updates); choose one"
             )
         return value
+
+    #: Control-plane limits: message sizes, rate limit, heartbeat.
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("tags", mode="before")
     @classmethod

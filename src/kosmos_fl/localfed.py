@@ -85,10 +85,18 @@ class LocalFederation:
         return self.server
 
     def start_client(
-        self, name: str, *, once: bool = True, extra_env: dict[str, str] | None = None, **values: Any
+        self,
+        name: str,
+        *,
+        once: bool = True,
+        extra_env: dict[str, str] | None = None,
+        launcher: list[str] | None = None,
+        **values: Any,
     ) -> ManagedProcess:
         """Start ``kosmos-fl client`` named ``name`` with ``values`` as its config (``extra_env``:
-        more environment, e.g. the test-only ``KOSMOS_FL_FAULT`` of :mod:`kosmos_fl.fl.faults`)."""
+        more environment, e.g. the test-only ``KOSMOS_FL_FAULT`` of :mod:`kosmos_fl.fl.faults`;
+        ``launcher`` prefixes the command: ``["ip", "netns", "exec", "host1"]`` runs it on a
+        simulated host)."""
         cfg = {
             "socketio_address": f"127.0.0.1:{self.sio_port}",
             "client_name": name,
@@ -96,7 +104,7 @@ class LocalFederation:
             **values,
         }
         path = self._write(name, cfg)
-        args = [*CLI, "client", "-c", str(path), *(["--once"] if once else [])]
+        args = [*(launcher or []), *CLI, "client", "-c", str(path), *(["--once"] if once else [])]
         env = {**self.env, **(extra_env or {})}
         proc = ManagedProcess.start(name, args, env, self.root / "logs" / f"{name}.log")
         self.procs.append(proc)

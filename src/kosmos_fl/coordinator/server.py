@@ -27,6 +27,7 @@ from aiohttp import web
 from kosmos_fl import __version__
 from kosmos_fl.config import ServerConfig, split_address
 from kosmos_fl.coordinator import resume
+from kosmos_fl.coordinator.guard import GuardedServer, raise_fd_limit
 from kosmos_fl.coordinator.protocol import MAX_MESSAGE_BYTES, EndTrain, StartTrain, parse_criteria
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError, ProtocolError
@@ -99,9 +100,9 @@ class Coordinator:
         self.node_keys: NodeKeys | None = None
         self._fleet_proxy: web.AppRunner | None = None
         self._registry_task: asyncio.Task[None] | None = None
-        self.sio = socketio.AsyncServer(
+        self.sio = GuardedServer(
+            limits=config.limits,
             async_mode="aiohttp",
-            max_http_buffer_size=MAX_MESSAGE_BYTES,
             logger=False,
             engineio_logger=False,
         )
@@ -117,6 +118,8 @@ class Coordinator:
         strategies.build(
             config.strategy.name, config.strategy.params, config.num_clients, self.min_fit_clients
         )
+        # and the use case's parameters (the ServerApp loads it with the same merge)
+        self.usecase_cls({**config.usecase.params, **config.usecase.broadcast_params})
 
     # -- helpers --------------------------------------------------------------------------------
     def _path(self, value: str) -> Path:
@@ -559,9 +562,10 @@ class Coordinator:
                 "choose a free port"
             ) from None
         sio_host, sio_port = split_address(self.config.socketio_address, "socketio_address")
+        raise_fd_limit()
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, sio_host, sio_port, ssl_context=sec.server_ssl())
+        site = web.TCPSite(runner, sio_host, sio_port, ssl_context=sec.server_ssl(), backlog=1024)
         try:
             await site.start()
         except OSError as exc:

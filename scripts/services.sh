@@ -2,6 +2,7 @@
 # Make sure the system tools and services the tests need are present on this machine; install or
 # start what is missing. Used by `make test` (and so by CI). Idempotent and quiet when all is there.
 #   - docker-compose (v1, Python): validates docker-compose.yml offline, no Docker engine needed
+#   - chromium: headless browser for the dashboard end-to-end test (driven by Playwright)
 #   - PostgreSQL on 127.0.0.1:5432 with a database `test` (turbofan data source tests)
 set -uo pipefail
 
@@ -16,6 +17,8 @@ apt_install() {
 wait_port() { for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done; return 1; }
 
 have docker-compose || apt_install docker-compose || echo "services: docker-compose unavailable" >&2
+# Chromium for the dashboard's browser test (Playwright drives Debian's build; no browser download)
+have chromium || apt_install chromium || echo "services: chromium unavailable" >&2
 
 if ! port_open 5432; then
   have pg_ctlcluster || apt_install postgresql || echo "services: cannot install PostgreSQL" >&2

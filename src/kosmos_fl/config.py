@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -137,6 +138,14 @@ class ServerConfig(_Model):
     join_timeout: float = Field(120.0, gt=0)
     #: Seconds a connected client may take to send ``client_criteria`` before it is told it is missing.
     criteria_timeout: float = Field(30.0, gt=0)
+    #: ``json``: one JSON object per log line with session and client ids (``--log-json``).
+    log_format: Literal["text", "json"] = "text"
+    #: Secret guarding the admin side (dashboard, ``/metrics``): HTTP basic auth with this as the
+    #: password (any user name) or ``Authorization: Bearer <token>``. Unset: open, with a warning.
+    admin_token: SecretStr | None = None
+    #: Base URL of the MLflow web UI for the dashboard's links (default: ``mlflow_server_address``
+    #: when it is an http(s) URL).
+    mlflow_ui_url: str | None = None
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -188,6 +197,8 @@ class ClientConfig(_Model):
     retry_initial: float = Field(1.0, gt=0)
     retry_max: float = Field(30.0, gt=0)
     retry_attempts: int = Field(0, ge=0, description="0 retries forever")
+    #: ``json``: one JSON object per log line with session and client ids (``--log-json``).
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> ClientConfig:

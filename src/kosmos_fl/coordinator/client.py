@@ -24,6 +24,7 @@ from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import KosmosError
 from kosmos_fl.fl import runtime
 from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.logs import bind
 from kosmos_fl.usecases import usecase_class
 
 log = logging.getLogger("kosmos_fl.client")
@@ -138,6 +139,7 @@ class KosmosClient:
             msg.client_id,
             msg.flwr_server_address,
             msg.mlflow_run_id,
+            extra={"session_id": msg.session_id},
         )
         await self._stop_supernode()
         self.supernode = await asyncio.to_thread(
@@ -156,6 +158,7 @@ class KosmosClient:
             data.get("session_id"),
             data.get("status"),
             f" - {data['reason']}" if data.get("reason") else "",
+            extra={"session_id": data.get("session_id")},
         )
         await self._stop_supernode()
         if self.once:
@@ -171,6 +174,7 @@ class KosmosClient:
     async def run(self) -> dict[str, Any] | None:
         """Connect (with back-off), serve sessions; returns the last end_train payload."""
         install_stop_signals(self.done)
+        bind(client_id=self.name)
         url = f"http://{self.config.socketio_address}"
         attempt = 0
         delay = self.config.retry_initial

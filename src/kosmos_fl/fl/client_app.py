@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase
+from kosmos_fl.usecases.base import ArrayDataset
 
 app = ClientApp()
 
@@ -34,6 +35,9 @@ def train(msg: Message, context: Context) -> Message:
     seed_everything(seed)
     usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
     data = usecase.client_dataset(Path(spec.data_path), spec.selection)
+    if spec.partition is not None:  # a virtual client of `kosmos-fl simulate`
+        index, count = spec.partition
+        data = ArrayDataset(data.x[index::count], data.y[index::count])
     model = usecase.build_model()
     set_weights(model, msg.content["arrays"].to_numpy_ndarrays())
     loss = train_epochs(

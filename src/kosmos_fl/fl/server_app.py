@@ -208,6 +208,9 @@ def run_session(grid: Grid, spec: SessionSpec) -> dict[str, Any]:
             "clients_ok": float(len(ok)),
             "clients_failed": float(len(failed)),
             "client_compute_seconds_max": max(compute) if compute else 0.0,
+            # model bytes on the wire: the global model to each client, the updates back
+            "bytes_sent": float(sum(m.content["arrays"].count_bytes() for m in messages)),
+            "bytes_received": float(sum(m.content["arrays"].count_bytes() for m in ok)),
         }
         tracker.metrics({**metrics, **client, **round_stats}, step=rnd)
         append_jsonl(

@@ -71,6 +71,9 @@ class NodeSpec(_Spec):
     data_path: str
     selection: list[str] | None
     torch_threads: int | None = None
+    #: ``[index, count]``: train on every count-th sample from index (virtual clients of
+    #: ``kosmos-fl simulate`` share one data set); None: all of the selection.
+    partition: tuple[int, int] | None = None
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

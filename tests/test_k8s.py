@@ -121,6 +121,7 @@ def test_server_config_map_is_a_valid_server_config(monkeypatch: pytest.MonkeyPa
     cfg = load_server_config(srv)
     assert cfg.log_format == "json" and cfg.admin_token is not None
     assert cfg.admin_token.get_secret_value() == "from-secret"
+    monkeypatch.delenv("DYNACONF_admin_token")
     cli = tmp_path / "client.yaml"
     cli.write_text(by_name["kosmos-client-config"]["data"]["config.yaml"])
     assert load_client_config(cli).socketio_address == "kosmos-server:6000"

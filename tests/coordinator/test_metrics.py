@@ -85,7 +85,7 @@ def test_garbage_progress_line_is_skipped(tmp_path: Path) -> None:
         "not json\n" + json.dumps({"event": "round", "round": 1, "metrics": {}}) + "\n"
     )
     coord = SimpleNamespace(session=SimpleNamespace(session_id="s2", out_dir=out), sessions_done=[])
-    metrics = FederationMetrics(lambda: {})
+    metrics = FederationMetrics(lambda: {})  # never scraped here
     follower = ProgressFollower(coord, metrics)  # type: ignore[arg-type]
     follower.tick()
     assert [r["round"] for r in follower.rows("s2")] == [1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -28,6 +29,8 @@ def test_simulate_five_virtual_clients_one_round(tmp_path: Path, generated_beari
          "--config", str(_config(tmp_path))],
     )  # fmt: skip
     assert res.exit_code == 0, (res.output, res.exception)
+    leftovers = [" ".join(p.cmdline())[:100] for p in psutil.Process().children(recursive=True)]
+    assert leftovers == [], "Ray processes outlived the simulation"
     assert "5 virtual clients" in res.output
     ml = MlflowClient(tracking_uri=tracking_uri(str(mlruns)))
     runs = ml.search_runs([ml.get_experiment_by_name("sim-test").experiment_id])

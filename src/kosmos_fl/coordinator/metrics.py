@@ -90,7 +90,7 @@ class FederationMetrics:
     """The registry and the instruments the coordinator updates."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()  # state gauges are collected at scrape only
         r = self.registry
         r.register(_StateCollector(snapshot))
         self.sessions = Counter(

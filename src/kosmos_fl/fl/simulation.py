@@ -14,6 +14,7 @@ virtual node which spec file is its own (Flower gives simulated nodes ``partitio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -58,6 +59,22 @@ def _client_train(msg: Message, context: Context) -> Message:
     }
     ctx = Context(context.run_id, context.node_id, node_config, context.state, context.run_config)
     return client_app.train(msg, ctx)
+
+
+def _shutdown_ray(grace: float = 10.0) -> None:
+    """Stop Ray and every process it started. Its worker processes outlive ``ray.shutdown()``
+    for a long time on a busy machine (seen here), so they are waited for, then killed."""
+    import psutil
+    import ray
+
+    procs = psutil.Process().children(recursive=True)
+    if ray.is_initialized():
+        ray.shutdown()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
 
 
 @dataclass(frozen=True)
@@ -219,10 +236,7 @@ def run_simulation(
             backend_config=backend_config,
         )
     finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+        _shutdown_ray()
     seconds = time.monotonic() - t0
     result_path = out_dir / RESULT_FILE
     if not result_path.exists():

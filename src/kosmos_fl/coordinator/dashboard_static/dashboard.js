@@ -183,10 +183,12 @@ function render(state) {
   );
   lineChart(
     document.getElementById("chart-loss"),
-    [
-      { name: "train loss", points: rounds.filter((r) => r.round > 0).map((r) => [r.round, r.train_loss]) },
-      { name: "round s", points: rounds.filter((r) => r.round > 0).map((r) => [r.round, r.round_seconds]) },
-    ],
+    [{ name: "train loss", points: rounds.filter((r) => r.round > 0).map((r) => [r.round, r.train_loss]) }],
+    { zero: true },
+  );
+  lineChart(
+    document.getElementById("chart-time"),
+    [{ name: "seconds", points: rounds.filter((r) => r.round > 0).map((r) => [r.round, r.round_seconds]) }],
     { zero: true },
   );
   const units = Object.entries(state.per_unit_rmse).sort((a, b) => a[0].localeCompare(b[0]));

@@ -149,7 +149,7 @@ def run_simulation(
 ) -> dict[str, Any]:
     """Run one simulated session; returns the ServerApp's result plus per-round progress."""
     try:
-        import ray
+        import ray  # noqa: F401  -- fail early, with the fix, when the extra is missing
         from flwr.simulation import run_simulation as flwr_run_simulation
     except ImportError:
         raise FederationError(

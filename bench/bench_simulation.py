@@ -119,7 +119,14 @@ def main() -> None:
     if a.child:
         child(a.child, a.rounds, a.snapshots, OUT / f"sim-{a.child}.json")
         return
-    results = [measure(n, a.rounds, a.snapshots) for n in a.clients]
+    results = []
+    for n in a.clients:  # each size is printed as soon as it is measured
+        results.append(measure(n, a.rounds, a.snapshots))
+        r = results[-1]
+        console.print(
+            f"{n} virtual clients: round {sum(r['round_seconds']) / len(r['round_seconds']):.1f} s, "
+            f"simulation {r['seconds']:.1f} s, peak PSS {r['peak_pss'] / 2**30:.2f} GB"
+        )
     base = results[0]
     table = Table(title=f"kosmos-fl simulate, {a.rounds} round(s), {base['samples']} training samples")
     for col in ("virtual clients", "round s", "round s / client", "vs baseline", "simulation s", "peak PSS",

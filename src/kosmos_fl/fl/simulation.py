@@ -61,6 +61,22 @@ def _client_train(msg: Message, context: Context) -> Message:
     return client_app.train(msg, ctx)
 
 
+def _start_ray(init_args: dict[str, Any], attempts: int = 3) -> None:
+    """Start Ray before Flower does (Flower then uses it), retrying: Ray gives its raylet a fixed
+    30 s to register, which a heavily loaded machine misses (seen here at load 39 on 2 cores)."""
+    import ray
+    from tenacity import Retrying, stop_after_attempt, wait_fixed
+
+    for attempt in Retrying(stop=stop_after_attempt(attempts), wait=wait_fixed(2), reraise=True):
+        with attempt:
+            try:
+                ray.init(include_dashboard=False, **init_args)
+            except Exception as exc:
+                log.warning("Ray did not start (%s); retrying", exc)
+                _shutdown_ray()
+                raise
+
+
 def _shutdown_ray(grace: float = 10.0) -> None:
     """Stop Ray and every process it started. Its worker processes outlive ``ray.shutdown()``
     for a long time on a busy machine (seen here), so they are waited for, then killed."""
@@ -229,6 +245,7 @@ def run_simulation(
     )
     t0 = time.monotonic()
     try:
+        _start_ray(init_args)
         flwr_run_simulation(
             server_app=serverapp,
             client_app=clientapp,

@@ -71,6 +71,7 @@ def test_dashboard_shows_live_session_matching_mlflow(
     from playwright.sync_api import sync_playwright
 
     federation.start_server(
+        timeout=WAIT_MS / 1000,
         num_clients=2,
         n_federated_train_epoch=ROUNDS,
         data_path=str(generated_bearings),

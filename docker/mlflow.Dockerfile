@@ -1,7 +1,8 @@
-# MLflow tracking server with the Model Registry (SQLite) and proxied artifacts, on port 5000.
+# MLflow tracking server with the Model Registry (SQLite here; PostgreSQL on Kubernetes, hence
+# psycopg2) and proxied artifacts, on port 5000.
 FROM python:3.11-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1
-RUN pip install "mlflow>=3.10,<4" && mkdir -p /mlflow
+RUN pip install "mlflow>=3.10,<4" "psycopg2-binary>=2.9" && mkdir -p /mlflow
 VOLUME /mlflow
 EXPOSE 5000
 CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", \

@@ -3,6 +3,7 @@
 # start what is missing. Used by `make test` (and so by CI). Idempotent and quiet when all is there.
 #   - docker-compose (v1, Python): validates docker-compose.yml offline, no Docker engine needed
 #   - iproute2: network namespaces for tests/e2e/test_network_cut.py
+#   - chromium: headless browser for the dashboard end-to-end test (driven by Playwright)
 #   - PostgreSQL on 127.0.0.1:5432 with a database `test` (turbofan data source tests)
 #   - Mosquitto on 127.0.0.1:1883 (edge / MQTT tests)
 set -uo pipefail
@@ -20,6 +21,8 @@ wait_port() { for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; do
 have docker-compose || apt_install docker-compose || echo "services: docker-compose unavailable" >&2
 # iproute2 (`ip`): simulated hosts in network namespaces for the network-cut test (scripts/netns.sh)
 have ip || apt_install iproute2 || echo "services: iproute2 unavailable (network-namespace tests will fail)" >&2
+# Chromium for the dashboard's browser test (Playwright drives Debian's build; no browser download)
+have chromium || apt_install chromium || echo "services: chromium unavailable" >&2
 
 if ! port_open 5432; then
   have pg_ctlcluster || apt_install postgresql || echo "services: cannot install PostgreSQL" >&2

@@ -12,5 +12,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch is pinned to the CPU wheel (2.13.0); installing it first keeps pip from pulling a CUDA build.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,simulation]"
 echo "kosmos-fl installed in .venv"

@@ -47,16 +47,13 @@ def _root(
     """Federated learning of remaining useful life (RUL) for predictive maintenance."""
 
 
-def _logging(verbose: bool) -> None:
-    import logging
+def _logging(verbose: bool, json_logs: bool = False) -> None:
+    from kosmos_fl.logs import setup_logging
 
-    from rich.logging import RichHandler
+    setup_logging(verbose, "json" if json_logs else "text", console=err_console)
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
-    )
+
+LOG_JSON_HELP = "Log one JSON object per line (with session and client ids); config: log_format: json."
 
 
 CONFIG_HELP = (
@@ -81,6 +78,7 @@ def server(
         "in the same MLflow run, once its clients registered again. Same as resume: true.",
     ),
     insecure: bool = typer.Option(False, "--insecure", help="Accept plain traffic on network addresses."),
+    log_json: bool = typer.Option(False, "--log-json", help=LOG_JSON_HELP),
 ) -> None:
     """Run the KOSMoS server: Socket.IO control plane, Flower SuperLink, sessions, MLflow."""
     import asyncio
@@ -88,9 +86,9 @@ def server(
     from kosmos_fl.config import load_server_config
     from kosmos_fl.coordinator.server import serve
 
-    _logging(verbose)
     config = config or _default_file("config.yaml")
     cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
+    _logging(verbose, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, base))
@@ -103,6 +101,7 @@ def client(
     once: bool = typer.Option(False, "--once", help="Exit after one training session."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     insecure: bool = typer.Option(False, "--insecure", help="Accept plain traffic to a network server."),
+    log_json: bool = typer.Option(False, "--log-json", help=LOG_JSON_HELP),
 ) -> None:
     """Run a KOSMoS client: check criteria, register, train when the server starts a session."""
     import asyncio
@@ -110,9 +109,9 @@ def client(
     from kosmos_fl.config import load_client_config
     from kosmos_fl.coordinator.client import KosmosClient
 
-    _logging(verbose)
     config = config or _default_file("client.yaml")
     cfg = load_client_config(config, client_name=name, insecure=insecure or None)
+    _logging(verbose, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(KosmosClient(cfg, base, once=once).run())
@@ -150,6 +149,31 @@ def demo(
     run_demo(
         data=data, usecase=usecase, rounds=rounds, work_dir=work_dir, mlflow_address=mlflow_uri, config=config
     )
+
+
+@app.command()
+def simulate(
+    clients: int = typer.Option(10, "--clients", "-n", help="Number of virtual clients."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Federated rounds (default: config)."),
+    data: Path | None = typer.Option(None, "--data", help="Real data set (default: generated)."),
+    snapshots: int = typer.Option(200, "--snapshots", help="Snapshots per generated bearing."),
+    work_dir: Path = typer.Option(
+        Path("kosmos-work/simulation"), "--work-dir", help="Where everything goes."
+    ),
+    mlflow_uri: str = typer.Option("./mlruns", "--mlflow", help="MLflow store (path or URL)."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Server config: use case, strategy, training."
+    ),
+    cpus: int | None = typer.Option(None, "--cpus", help="CPUs Ray may use (default: all)."),
+) -> None:
+    """Run the session's ServerApp and ClientApp on Flower's simulation engine (Ray) with N
+    virtual clients partitioned from one data set: strategy research before a roll-out."""
+    from kosmos_fl.simulate_cli import run_simulate
+
+    run_simulate(
+        clients=clients, rounds=rounds, data=data, snapshots=snapshots, work_dir=work_dir,
+        mlflow_address=mlflow_uri, config=config, cpus=cpus,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

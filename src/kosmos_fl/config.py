@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -275,6 +276,14 @@ class ServerConfig(_Model):
 
     #: Control-plane limits: message sizes, rate limit, heartbeat.
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    #: ``json``: one JSON object per log line with session and client ids (``--log-json``).
+    log_format: Literal["text", "json"] = "text"
+    #: Secret guarding the admin side (dashboard, ``/metrics``): HTTP basic auth with this as the
+    #: password (any user name) or ``Authorization: Bearer <token>``. Unset: open, with a warning.
+    admin_token: SecretStr | None = None
+    #: Base URL of the MLflow web UI for the dashboard's links (default: ``mlflow_server_address``
+    #: when it is an http(s) URL).
+    mlflow_ui_url: str | None = None
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -339,6 +348,8 @@ class ClientConfig(_Model):
     #: Collect the training data from this site's machines over MQTT instead of reading data_path
     #: (see docs/EDGE.md); eligibility then comes from what was collected.
     edge: EdgeConfig | None = None
+    #: ``json``: one JSON object per log line with session and client ids (``--log-json``).
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> ClientConfig:

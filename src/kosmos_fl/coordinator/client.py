@@ -25,6 +25,7 @@ from kosmos_fl.edge.site import EdgeSite, edge_criteria
 from kosmos_fl.errors import KosmosError
 from kosmos_fl.fl import runtime
 from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.logs import bind
 from kosmos_fl.security.policy import client_security
 from kosmos_fl.usecases import usecase_class
 
@@ -183,6 +184,7 @@ class KosmosClient:
             msg.client_id,
             msg.flwr_server_address,
             msg.mlflow_run_id,
+            extra={"session_id": msg.session_id},
         )
         await self._stop_supernode()
         self.supernode = await asyncio.to_thread(
@@ -205,6 +207,7 @@ class KosmosClient:
             data.get("session_id"),
             data.get("status"),
             f" - {data['reason']}" if data.get("reason") else "",
+            extra={"session_id": data.get("session_id")},
         )
         await self._stop_supernode()
         if self.once:
@@ -233,6 +236,7 @@ class KosmosClient:
     async def run(self) -> dict[str, Any] | None:
         """Connect (with back-off), serve sessions; returns the last end_train payload."""
         install_stop_signals(self.done)
+        bind(client_id=self.name)
         if self.edge is not None:
             await asyncio.to_thread(self.edge.start)
             recheck = asyncio.create_task(self._recheck_edge())

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from kosmos_fl import __version__
 from kosmos_fl.config import ServerConfig, split_address
-from kosmos_fl.coordinator import resume
+from kosmos_fl.coordinator import dashboard, resume
 from kosmos_fl.coordinator.guard import GuardedServer, raise_fd_limit
 from kosmos_fl.coordinator.protocol import MAX_MESSAGE_BYTES, EndTrain, StartTrain, parse_criteria
 from kosmos_fl.coordinator.signals import install_stop_signals
@@ -36,6 +36,7 @@ from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE
 from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
 from kosmos_fl.fl.tracking import create_session_run, fail_run, tracking_uri
+from kosmos_fl.logs import bind, bind_session
 from kosmos_fl.security.fleet_proxy import start_fleet_proxy
 from kosmos_fl.security.flower_nodes import NodeKeys
 from kosmos_fl.security.policy import ServerSecurity, is_loopback, server_security
@@ -114,6 +115,7 @@ class Coordinator:
         self.sio.attach(self.app)
         self.app.router.add_get("/status", self.http_status)
         self.app.router.add_get("/health", self.http_health)
+        self.dashboard = dashboard.attach(self)  # /dashboard, /metrics (admin side)
         # validate the strategy before anyone connects: a typo must fail at start-up
         strategies.build(
             config.strategy.name, config.strategy.params, config.num_clients, self.min_fit_clients
@@ -189,6 +191,7 @@ class Coordinator:
 
     # -- Socket.IO events -----------------------------------------------------------------------
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        bind(client_id=sid)
         host = str(environ.get("HTTP_HOST", "")).rsplit(":", 1)[0].strip("[]")
         peer = environ.get("REMOTE_ADDR") or "?"
         identity = None
@@ -216,6 +219,7 @@ class Coordinator:
             )
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        bind(client_id=sid)
         rec = self.clients.pop(sid, None)
         task = self._remind_tasks.pop(sid, None)
         if task is not None:
@@ -257,6 +261,7 @@ class Coordinator:
         await self.sio.emit("error", {"event": event, "message": message}, to=sid)
 
     async def on_client_criteria(self, sid: str, data: Any = None) -> None:
+        bind(client_id=sid)
         rec = self.clients.get(sid)
         if rec is None:
             return
@@ -354,6 +359,7 @@ class Coordinator:
             self._session_task = asyncio.create_task(self._run_session(self.session))
 
     async def _run_session(self, s: Session) -> None:
+        bind_session(s.session_id)
         try:
             await self._start_session(s)
             await self._watch_session(s)

@@ -19,6 +19,7 @@ from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.fl.warm_exec import FORKED_AT
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase
+from kosmos_fl.usecases.base import ArrayDataset
 
 app = ClientApp()
 
@@ -44,6 +45,9 @@ def train(msg: Message, context: Context) -> Message:
     seed_everything(seed)
     usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
     data = usecase.client_dataset(Path(spec.data_path), spec.selection)
+    if spec.partition is not None:  # a virtual client of `kosmos-fl simulate`
+        index, count = spec.partition
+        data = ArrayDataset(data.x[index::count], data.y[index::count])
     model = usecase.build_model()
     set_weights(model, msg.content["arrays"].to_numpy_ndarrays())
     faults.before_training()  # test-only hook, inactive unless KOSMOS_FL_FAULT is set

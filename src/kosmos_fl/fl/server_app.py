@@ -267,6 +267,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         secure_arrays = None
         if secagg is not None:
             # the server sees only the masked sum: no per-update screening (docs/SECURITY.md)
+            messages = []  # the SecAgg+ workflow sends its own stage messages
             ok, failed, secure_arrays = secagg.train_round(rnd, arrays)
             got = RoundReplies(replies=ok + failed, dropped=[], timed_out=[])
         else:
@@ -336,6 +337,9 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
             "updates_rejected": float(len(screened.rejected)),
             "client_compute_seconds_max": max(compute) if compute else 0.0,
             **latency,
+            # model bytes on the wire: the global model to each client, the updates back
+            "bytes_sent": float(sum(m.content["arrays"].count_bytes() for m in messages)),
+            "bytes_received": float(sum(m.content["arrays"].count_bytes() for m in ok)),
         }
         if spec.differential_privacy is not None:
             round_stats.update(privacy.spent(strategy))

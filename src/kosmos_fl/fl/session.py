@@ -84,6 +84,9 @@ class NodeSpec(_Spec):
     torch_threads: int | None = None
     #: This site refuses to send an unmasked update (client config ``require_secure_aggregation``).
     require_secure_aggregation: bool = False
+    #: ``[index, count]``: train on every count-th sample from index (virtual clients of
+    #: ``kosmos-fl simulate`` share one data set); None: all of the selection.
+    partition: tuple[int, int] | None = None
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

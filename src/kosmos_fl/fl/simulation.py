@@ -1,0 +1,278 @@
+"""``kosmos-fl simulate``: the session's ServerApp and ClientApp on Flower's simulation engine.
+
+For strategy research before a roll-out: N virtual clients (Ray actors, Flower extra
+``flwr[simulation]``) run exactly the production apps (:mod:`kosmos_fl.fl.server_app`,
+:mod:`kosmos_fl.fl.client_app`) in one process tree, with central evaluation, MLflow logging and
+the model registry as in a real session. The training units of a real or generated data set are
+pooled and partitioned sample-wise (every N-th sample) across the virtual clients; the use case's
+held-out units stay with the server.
+
+The apps read their specs from files as in production; the thin wrappers below only tell each
+virtual node which spec file is its own (Flower gives simulated nodes ``partition-id`` and
+``num-partitions`` as node config, nothing else).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from kosmos_fl.errors import DataError, FederationError, KosmosError
+from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, NodeSpec, SessionSpec
+
+log = logging.getLogger("kosmos_fl.simulation")
+
+SESSION_ENV = "KOSMOS_SIM_SESSION_FILE"
+NODES_ENV = "KOSMOS_SIM_NODE_DIR"
+
+serverapp = ServerApp()
+clientapp = ClientApp()
+
+
+@serverapp.main()
+def _server_main(grid: Grid, context: Context) -> None:
+    from kosmos_fl.fl import server_app
+
+    run_config = {**context.run_config, "session-file": os.environ[SESSION_ENV]}
+    ctx = Context(context.run_id, context.node_id, context.node_config, context.state, run_config)
+    server_app.main(grid, ctx)
+
+
+@clientapp.train()
+def _client_train(msg: Message, context: Context) -> Message:
+    from kosmos_fl.fl import client_app
+
+    pid = int(context.node_config["partition-id"])
+    node_config = {
+        **context.node_config,
+        "session-file": str(Path(os.environ[NODES_ENV]) / f"node-{pid}.json"),
+    }
+    ctx = Context(context.run_id, context.node_id, node_config, context.state, context.run_config)
+    return client_app.train(msg, ctx)
+
+
+def _start_ray(init_args: dict[str, Any], attempts: int = 3) -> None:
+    """Start Ray before Flower does (Flower then uses it), retrying: Ray gives its raylet a fixed
+    30 s to register, which a heavily loaded machine misses (seen here at load 39 on 2 cores)."""
+    import ray
+    from tenacity import Retrying, stop_after_attempt, wait_fixed
+
+    for attempt in Retrying(stop=stop_after_attempt(attempts), wait=wait_fixed(2), reraise=True):
+        with attempt:
+            try:
+                ray.init(include_dashboard=False, **init_args)
+            except Exception as exc:
+                log.warning("Ray did not start (%s); retrying", exc)
+                _shutdown_ray()
+                raise
+
+
+def _shutdown_ray(grace: float = 10.0) -> None:
+    """Stop Ray and every process it started. Its worker processes outlive ``ray.shutdown()``
+    for a long time on a busy machine (seen here), so they are waited for, then killed."""
+    import psutil
+    import ray
+
+    procs = psutil.Process().children(recursive=True)
+    if ray.is_initialized():
+        ray.shutdown()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+@dataclass(frozen=True)
+class SimulationPlan:
+    """Where the data is and how it is split."""
+
+    data_path: Path
+    train_units: list[str]
+    test_units: list[str]
+    samples: int
+
+
+def plan_data(usecase: Any, data_path: Path, num_clients: int) -> SimulationPlan:
+    """Pool the use case's client units (its own federation split) and check every virtual
+    client gets at least one sample."""
+    split = None
+    for k in range(3, 0, -1):  # the use case's own split; bearings know up to 3 sites
+        try:
+            split = usecase.federation_split(data_path, k)
+            break
+        except DataError as exc:
+            last = exc
+    if split is None:
+        raise last
+    clients, test = split
+    train = sorted({u for units in clients for u in units})
+    samples = len(usecase.client_dataset(data_path, train))
+    if samples < num_clients:
+        raise DataError(
+            f"{num_clients} virtual clients need at least {num_clients} training samples, but "
+            f"{', '.join(train)} in {data_path} hold {samples}; use fewer --clients or more data "
+            "(--snapshots for generated data)"
+        )
+    return SimulationPlan(data_path, train, list(test), samples)
+
+
+def generate_data(out: Path, snapshots: int, seed: int = 7) -> Path:
+    """A generated FEMTO-format set: the 2021 bearings of two sites plus two test bearings."""
+    from kosmos_fl.data.generate import generate_dataset
+
+    marker = out / f".generated-{snapshots}-{seed}"
+    if not marker.exists():
+        generate_dataset(
+            out,
+            bearings=["Bearing1_1", "Bearing1_2", "Bearing2_1", "Bearing2_2", "Bearing1_3", "Bearing2_3"],
+            seed=seed,
+            snapshots=(snapshots, snapshots + snapshots // 4),
+        )
+        marker.write_text("", encoding="utf-8")
+    return out
+
+
+def run_simulation(
+    *,
+    num_clients: int,
+    rounds: int,
+    data_path: Path,
+    work_dir: Path,
+    mlflow_uri: str,
+    experiment: str = "simulation",
+    usecase_name: str = "BearingUseCase",
+    usecase_params: dict[str, Any] | None = None,
+    strategy_name: str = "FedAvg",
+    strategy_params: dict[str, Any] | None = None,
+    local_epochs: int = 1,
+    learning_rate: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 42,
+    client_cpus: float = 1.0,
+    ray_cpus: int | None = None,
+    round_timeout: float = 3600.0,
+) -> dict[str, Any]:
+    """Run one simulated session; returns the ServerApp's result plus per-round progress."""
+    try:
+        import ray  # noqa: F401  -- fail early, with the fix, when the extra is missing
+        from flwr.simulation import run_simulation as flwr_run_simulation
+    except ImportError:
+        raise FederationError(
+            "Flower's simulation engine (Ray) is not installed; "
+            "install the extra: pip install 'kosmos-fl[simulation]'"
+        ) from None
+    from kosmos_fl.fl.tracking import create_session_run
+    from kosmos_fl.usecases import load_usecase, usecase_class
+
+    if num_clients < 1:
+        raise KosmosError("--clients must be at least 1")
+    params = dict(usecase_params or {})
+    usecase = load_usecase(usecase_name, params)
+    plan = plan_data(usecase, data_path, num_clients)
+    session_id = time.strftime("sim-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    out_dir = (work_dir / "sessions" / session_id).resolve()
+    nodes_dir = out_dir / "nodes"
+    version = usecase_class(usecase_name).version
+    run_id = create_session_run(
+        mlflow_uri,
+        experiment,
+        f"simulation-{session_id}",
+        {
+            "kosmos.session_id": session_id,
+            "kosmos.simulation": "true",
+            "kosmos.virtual_clients": str(num_clients),
+        },
+    )
+    spec = SessionSpec(
+        session_id=session_id,
+        out_dir=str(out_dir),
+        usecase_name=usecase_name,
+        usecase_version=version,
+        usecase_params=params,
+        num_clients=num_clients,
+        min_fit_clients=num_clients,
+        num_rounds=rounds,
+        strategy_name=strategy_name,
+        strategy_params=dict(strategy_params or {}),
+        local_epochs=local_epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+        data_path=str(plan.data_path.resolve()),
+        test_names=plan.test_units,
+        mlflow_tracking_uri=mlflow_uri,
+        mlflow_run_id=run_id,
+        registered_model_name=f"kosmos-{usecase_name}-simulation",
+        round_timeout=round_timeout,
+        join_timeout=600.0,
+    )
+    spec_path = spec.write(out_dir / "session.json")
+    for i in range(num_clients):
+        NodeSpec(
+            session_id=session_id,
+            client_id=i,
+            usecase_name=usecase_name,
+            usecase_version=version,
+            usecase_params=params,
+            data_path=str(plan.data_path.resolve()),
+            selection=plan.train_units,
+            torch_threads=1,
+            partition=(i, num_clients),
+        ).write(nodes_dir / f"node-{i}.json")
+    os.environ[SESSION_ENV] = str(spec_path)
+    os.environ[NODES_ENV] = str(nodes_dir)
+    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
+    if ray_cpus:
+        init_args["num_cpus"] = ray_cpus
+    backend_config = {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}, "init_args": init_args}
+    log.info(
+        "simulation %s: %d virtual clients, %d rounds, %d samples",
+        session_id,
+        num_clients,
+        rounds,
+        plan.samples,
+    )
+    t0 = time.monotonic()
+    try:
+        _start_ray(init_args)
+        flwr_run_simulation(
+            server_app=serverapp,
+            client_app=clientapp,
+            num_supernodes=num_clients,
+            backend_config=backend_config,
+        )
+    finally:
+        _shutdown_ray()
+    seconds = time.monotonic() - t0
+    result_path = out_dir / RESULT_FILE
+    if not result_path.exists():
+        raise FederationError(f"the simulation ended without a result; see the log above ({out_dir})")
+    import json
+
+    from kosmos_fl.localfed import read_progress
+
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    if result.get("status") != "completed":
+        raise FederationError(f"the simulated session failed: {result.get('reason')}")
+    result.update(
+        {
+            "session_id": session_id,
+            "mlflow_run_id": run_id,
+            "out_dir": str(out_dir),
+            "seconds": seconds,
+            "samples": plan.samples,
+            "rounds": read_progress(out_dir / PROGRESS_FILE),
+        }
+    )
+    return result

@@ -156,5 +156,5 @@ def test_bad_clients_are_refused_while_a_good_one_trains(
     assert "Traceback" not in log
     assert log.count("disconnected for flooding") == 1  # the flooder's leftovers are dropped quietly
     # the good client left without starting Flower: its session ends (failed, join timeout)
-    done = federation.wait_sessions(1, timeout=120)
+    done = federation.wait_sessions(1, timeout=600)  # a ceiling for loaded CI machines
     assert done[0]["status"] == "failed"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from kosmos_fl.cli import app
 from kosmos_fl.errors import DataError
-from kosmos_fl.fl.simulation import plan_data
+from kosmos_fl.fl.simulation import plan_data, ray_leftovers
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.usecases import load_usecase
 
@@ -29,7 +28,9 @@ def test_simulate_five_virtual_clients_one_round(tmp_path: Path, generated_beari
          "--config", str(_config(tmp_path))],
     )  # fmt: skip
     assert res.exit_code == 0, (res.output, res.exception)
-    leftovers = [" ".join(p.cmdline())[:100] for p in psutil.Process().children(recursive=True)]
+    nodes_dirs = list((tmp_path / "work" / "sessions").glob("*/nodes"))
+    assert len(nodes_dirs) == 1
+    leftovers = [" ".join(p.cmdline())[:100] for p in ray_leftovers(str(nodes_dirs[0]))]
     assert leftovers == [], "Ray processes outlived the simulation"
     assert "5 virtual clients" in res.output
     ml = MlflowClient(tracking_uri=tracking_uri(str(mlruns)))

@@ -77,15 +77,30 @@ def _start_ray(init_args: dict[str, Any], attempts: int = 3) -> None:
                 raise
 
 
+def ray_leftovers(nodes_dir: str | None) -> list[Any]:
+    """Processes of a simulation still alive: Ray detaches its workers from the driver's process
+    tree, so they are found by the session's own environment variable, which they inherit."""
+    import psutil
+
+    found = []
+    if not nodes_dir:
+        return found
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p.pid != os.getpid() and p.environ().get(NODES_ENV) == nodes_dir:
+                found.append(p)
+    return found
+
+
 def _shutdown_ray(grace: float = 10.0) -> None:
     """Stop Ray and every process it started. Its worker processes outlive ``ray.shutdown()``
-    for a long time on a busy machine (seen here), so they are waited for, then killed."""
+    (seen here for minutes on a busy machine), so they are waited for, then killed."""
     import psutil
     import ray
 
-    procs = psutil.Process().children(recursive=True)
     if ray.is_initialized():
         ray.shutdown()
+    procs = ray_leftovers(os.environ.get(NODES_ENV))
     _, alive = psutil.wait_procs(procs, timeout=grace)
     for p in alive:
         with contextlib.suppress(psutil.Error):

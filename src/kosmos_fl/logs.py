@@ -77,6 +77,11 @@ def setup_logging(verbose: bool = False, fmt: LogFormat = "text", console: Any =
     if fmt == "json":
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
+    elif console is not None and not console.is_terminal:
+        # a log file or a pipe: one unwrapped line per record (greppable, and far cheaper than
+        # rich's layout, which cost ~40 % of the coordinator's CPU per registration)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         from rich.logging import RichHandler
 

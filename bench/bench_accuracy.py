@@ -245,7 +245,7 @@ def predictions(cand: Candidate, model: torch.nn.Module, b: ProcessedBearing) ->
         from kosmos_fl.ml.train import predict_heads
 
         elapsed = (b.timestamps - b.timestamps[0]) / H
-        return uc.postprocess(to_hours(cand, b, predict_heads(model, uc._inputs(b))), elapsed)
+        return uc.widen(uc.postprocess(to_hours(cand, b, predict_heads(model, uc._inputs(b))), elapsed))
     return uc.predict_bearing(model, b)
 
 
@@ -265,7 +265,7 @@ def score(b: ProcessedBearing, pred: np.ndarray) -> dict[str, float]:
         out["pred_cutoff_s"] = float(p[snap - 1] * H)
         out["phm2012"] = phm2012_accuracy(actual, float(p[snap - 1] * H))
     if pred.shape[1] >= 3:
-        lo, hi = np.minimum(pred[:, 1], p), np.maximum(pred[:, -1], p)
+        lo, hi = pred[:, 1], pred[:, 2]
         out["coverage"] = float(np.mean((true >= lo) & (true <= hi)))
         out["width_h"] = float(np.mean(hi - lo))
     return out
@@ -279,12 +279,36 @@ def mean_scores(per: dict[str, dict[str, float]]) -> dict[str, float]:
 def lobo(cand: Candidate, bearings: dict[str, ProcessedBearing], seed: int) -> dict[str, Any]:
     """Leave-one-bearing-out validation on the six training bearings (federated)."""
     per: dict[str, dict[str, float]] = {}
+    ratios: list[np.ndarray] = []
     t0 = time.monotonic()
     for held in [b for c in CLIENTS for b in c]:
         clients = [[bearings[b] for b in c if b != held] for c in CLIENTS]
         model = federated(cand, clients, seed)
-        per[held] = score(bearings[held], predictions(cand, model, bearings[held]))
-    return {"per": per, "mean": mean_scores(per), "seconds": time.monotonic() - t0}
+        pred = predictions(cand, model, bearings[held])
+        per[held] = score(bearings[held], pred)
+        ratios.append(interval_ratios(bearings[held], pred))
+    res: dict[str, Any] = {"per": per, "mean": mean_scores(per), "seconds": time.monotonic() - t0}
+    if all(r.size for r in ratios):
+        # the interval_scale that makes the 80 % interval cover 80 % of the held-out snapshots
+        # (each bearing weighted equally)
+        weights = np.concatenate([np.full(r.size, 1.0 / r.size) for r in ratios])
+        r = np.concatenate(ratios)
+        order = np.argsort(r)
+        cum = np.cumsum(weights[order]) / weights.sum()
+        scale = float(cand.params.get("interval_scale", 1.0)) * float(r[order][np.searchsorted(cum, 0.8)])
+        res["interval_scale_80"] = scale
+    return res
+
+
+def interval_ratios(b: ProcessedBearing, pred: np.ndarray) -> np.ndarray:
+    """Per snapshot, the error over the interval's half-width on the error's side: the factor
+    by which the interval must grow to contain the truth."""
+    if pred.shape[1] < 3:
+        return np.zeros(0)
+    true = b.rul_seconds / H
+    err = true - pred[:, 0]
+    width = np.where(err >= 0, pred[:, 2] - pred[:, 0], pred[:, 0] - pred[:, 1])
+    return np.abs(err) / np.maximum(width, 1e-6)
 
 
 def stage_select(
@@ -349,7 +373,11 @@ def select_table(results: dict[str, Any]) -> Table:
 
 
 def stage_final(
-    bearings: dict[str, ProcessedBearing], best: Candidate, seed: int, fresh: bool = False
+    bearings: dict[str, ProcessedBearing],
+    best: Candidate,
+    seed: int,
+    fresh: bool = False,
+    train_2021: bool = True,
 ) -> dict[str, Any]:
     clients = [[bearings[b] for b in c] for c in CLIENTS]
     out: dict[str, Any] = {}
@@ -358,9 +386,22 @@ def stage_final(
         ("best federated", best, federated),
         ("best centralised", best, centralised),
     ):
-        out[label] = final_run(label, cand, fn, clients, bearings, seed, fresh)
+        if cand is DESIGN_2021 and not train_2021 and kept_run(cand, fn, seed) is None:
+            console.print("  2021 design: no kept result and --no-train-2021: left out")
+            continue
+        out[label] = final_run(label, cand, fn, clients, bearings, seed, fresh and cand is not DESIGN_2021)
         console.print(f"  {label}: {out[label]['mean']} ({out[label]['train_seconds']:.0f} s)")
     return out
+
+
+def run_path(cand: Candidate, fn: Any, seed: int) -> Path:
+    blob = json.dumps([asdict(cand), fn.__name__, seed], sort_keys=True).encode()
+    return OUT / "accuracy_runs" / f"{fn.__name__}-{hashlib.sha1(blob).hexdigest()[:12]}.json"
+
+
+def kept_run(cand: Candidate, fn: Any, seed: int) -> dict[str, Any] | None:
+    path = run_path(cand, fn, seed)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def final_run(
@@ -369,10 +410,7 @@ def final_run(
 ) -> dict[str, Any]:  # fmt: skip
     """Train and score one model on the test bearings; the result is kept in bench/out keyed by
     candidate, setting and seed (the 2021 CNN costs most of the run), ``fresh`` retrains."""
-    key = hashlib.sha1(json.dumps([asdict(cand), fn.__name__, seed], sort_keys=True).encode()).hexdigest()[
-        :12
-    ]
-    path = OUT / "accuracy_runs" / f"{fn.__name__}-{key}.json"
+    path = run_path(cand, fn, seed)
     if path.is_file() and not fresh:
         return {**json.loads(path.read_text()), "label": label}
     t0 = time.monotonic()
@@ -418,15 +456,16 @@ def final_rows(final: dict[str, Any]) -> list[list[str]]:
 
 
 def ratios(final: dict[str, Any]) -> dict[str, float]:
-    fed, cen, old = (
-        final[k]["mean"] for k in ("best federated", "best centralised", "2021 design (federated)")
-    )
-    return {
+    fed, cen = final["best federated"]["mean"], final["best centralised"]["mean"]
+    out = {
         "fed/cent RMSE": fed["rmse_h"] / cen["rmse_h"],
         "fed/cent MAE": fed["mae_h"] / cen["mae_h"],
         "fed/cent RMSE norm.": fed["rmse_norm"] / cen["rmse_norm"],
-        "fed/2021 RMSE": fed["rmse_h"] / old["rmse_h"],
     }
+    if "2021 design (federated)" in final:
+        old = final["2021 design (federated)"]["mean"]
+        out |= {f"fed/2021 {k}": fed[m] / old[m] for k, m in (("RMSE", "rmse_h"), ("MAE", "mae_h"))}
+    return out
 
 
 def plot(final: dict[str, Any], bearings: dict[str, ProcessedBearing]) -> list[Path]:
@@ -447,6 +486,8 @@ def plot(final: dict[str, Any], bearings: dict[str, ProcessedBearing]) -> list[P
             ("best federated", "C0-"),
             ("best centralised", "C2--"),
         ):
+            if label not in final:
+                continue
             p = np.asarray(final[label]["pred"][t])
             ax.plot(elapsed, p[:, 0], style, lw=1, label=label)
             if label == "best federated" and p.shape[1] >= 3:
@@ -550,6 +591,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fresh", action="store_true", help="final: retrain even if a result is kept")
     parser.add_argument(
+        "--no-train-2021", action="store_true", help="final: use the kept 2021 result only (it costs most)"
+    )
+    parser.add_argument(
         "--design-2021-only", action="store_true", help="train and keep only the 2021 design's final run"
     )
     args = parser.parse_args()
@@ -579,7 +623,17 @@ def main() -> None:
         best = candidate_by_name(min(sel, key=lambda k: sel[k]["mean"]["rmse_h"]))
     else:
         best = BASE
-    final = stage_final(bearings, best, args.seed, args.fresh)
+    if sel is not None and best.name in sel and "interval_scale_80" not in sel[best.name]:
+        console.print(f"calibrating the interval of {best.name} (leave-one-bearing-out) ...")
+        res = lobo(best, bearings, args.seed)
+        sel[best.name] = {"candidate": asdict(best), "seed": args.seed, **res}
+        (SELECT_DIR / f"{_slug(best.name)}.json").write_text(json.dumps(sel[best.name], indent=1))
+    if sel is not None and best.name in sel:
+        # the calibrated interval (from the training bearings only) is part of the final model
+        scale = round(float(sel[best.name]["interval_scale_80"]), 2)
+        console.print(f"interval_scale for 80 % leave-one-bearing-out coverage: {scale}")
+        best = replace(best, params={**best.params, "interval_scale": scale})
+    final = stage_final(bearings, best, args.seed, args.fresh, not args.no_train_2021)
     (OUT / "accuracy_final.json").write_text(json.dumps(final, indent=1))
     table = Table(title=f"Test bearings (best: {best.name})")
     for col in ["model", "bearing", *(h for _, h, _ in METRICS)]:

@@ -58,7 +58,7 @@ def test_bad_params_are_explained() -> None:
         load_usecase("BearingUseCase", {"modle": "cnn"})
 
 
-MLP = {"model": "mlp", "hidden": [8], "spans": [5.0, 20.0]}
+MLP = {"model": "mlp", "hidden": [8], "spans": [5.0, 20.0], "elapsed": True}
 
 
 def test_mlp_inputs_and_interval_columns(generated_bearings: Path) -> None:

@@ -571,6 +571,7 @@ def write_markdown(sel: dict[str, Any] | None, final: dict[str, Any], best: Cand
         "hour metrics use the recording's end). Mean of the two, 1 is perfect.",
         "",
     ]
+    lines += findings(sel, final)
     lines += [f"![{t}](img/rul_{t}.png)" for t in TEST]
     lines += [
         "",
@@ -583,6 +584,54 @@ def write_markdown(sel: dict[str, Any] | None, final: dict[str, Any], best: Cand
         "",
     ]
     RESULTS_MD.write_text("\n".join(lines), encoding="utf-8")
+
+
+def findings(sel: dict[str, Any] | None, final: dict[str, Any]) -> list[str]:
+    """The goals of issue #9 checked against this run's numbers (regenerated with the tables)."""
+    out = ["## What the numbers say (this run)", ""]
+    if sel and BASE.name in sel:
+        base = sel[BASE.name]["mean"]["rmse_h"]
+        helped = [
+            f"{k} ({v['mean']['rmse_h'] / base:.2f})" for k, v in sel.items() if v["mean"]["rmse_h"] < base
+        ]
+        hurt = [
+            f"{k} ({v['mean']['rmse_h'] / base:.2f})" for k, v in sel.items() if v["mean"]["rmse_h"] > base
+        ]
+        out.append(
+            "* Selection, validation RMSE relative to `mlp base`: "
+            f"better: {', '.join(helped) or 'none'}; worse (kept as in base): {', '.join(hurt) or 'none'}."
+        )
+    r = ratios(final)
+    goal = "met" if r["fed/cent RMSE"] <= 1.05 else "not met"
+    out.append(
+        f"* Federated / centralised RMSE on the test bearings: {r['fed/cent RMSE']:.3f} "
+        f"(goal <= 1.05: {goal})."
+    )
+    if "2021 design (federated)" in final:
+        fed, old = final["best federated"], final["2021 design (federated)"]
+        better = {
+            "rmse_h": "lower",
+            "mae_h": "lower",
+            "rmse_norm": "lower",
+            "pearson": "higher",
+            "phm2012": "higher",
+        }
+        rows = []
+        for unit in [*TEST, "mean"]:
+            f = fed["mean"] if unit == "mean" else fed["per"][unit]
+            o = old["mean"] if unit == "mean" else old["per"][unit]
+            wins = [
+                k
+                for k, d in better.items()
+                if k in f and k in o and ((f[k] < o[k]) if d == "lower" else (f[k] > o[k]))
+            ]
+            rows.append(f"{unit}: better on {len(wins)} of {len(better)} ({', '.join(wins) or '-'})")
+        out.append("* Best federated vs the 2021 design: " + "; ".join(rows) + ".")
+    cov = final["best federated"]["mean"].get("coverage")
+    if cov is not None:
+        out.append(f"* 80 % interval: empirical coverage {cov:.2f} on the test bearings (mean of the two), "
+                   f"mean width {final['best federated']['mean']['width_h']:.2f} h.")  # fmt: skip
+    return [*out, ""]
 
 
 def candidate_by_name(name: str) -> Candidate:

@@ -51,7 +51,7 @@ class BearingParams(UseCaseParams):
     #: learn the spread on the training bearings, which a model fits far better than a bearing it
     #: has never seen; the factor that makes the interval cover 80 % in leave-one-bearing-out
     #: validation on the training bearings (bench/bench_accuracy.py) corrects that.
-    interval_scale: float = Field(1.0, gt=0)
+    interval_scale: float = Field(13.22, gt=0)
     #: ``mlp``: span (snapshots) of the running mean of implied failure times applied to each
     #: bearing's predictions (:func:`~kosmos_fl.data.health.smooth_failure_time`); 0 = off.
     smooth_span: float = 0.0

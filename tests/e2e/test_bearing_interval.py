@@ -34,7 +34,7 @@ def test_mlp_session_and_predict_interval(federation: Federation, generated_bear
     )
     for name, units in (("site-a", ["Bearing1_1", "Bearing1_2"]), ("site-b", ["Bearing2_1", "Bearing2_2"])):
         federation.start_client(name, data_path=str(generated_bearings), bearings=units)
-    done = federation.wait_sessions(1, timeout=300)[0]
+    done = federation.wait_sessions(1, timeout=600)[0]
     assert done["status"] == "completed", done
 
     res = federation.predict(done["model_uri"], generated_bearings)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kosmos_fl.errors import DataError, UseCaseError
-from kosmos_fl.ml.train import seed_everything
+from kosmos_fl.ml.train import seed_everything, train_epochs
 from kosmos_fl.usecases import load_usecase
 
 
@@ -56,3 +56,56 @@ def test_bad_params_are_explained() -> None:
         load_usecase("BearingUseCase", {"model": "transformer"})
     with pytest.raises(UseCaseError, match="allowed parameters"):
         load_usecase("BearingUseCase", {"modle": "cnn"})
+
+
+MLP = {"model": "mlp", "hidden": [8], "spans": [5.0, 20.0], "elapsed": True}
+
+
+def test_mlp_inputs_and_interval_columns(generated_bearings: Path) -> None:
+    uc = load_usecase("BearingUseCase", MLP)
+    data = uc.client_dataset(generated_bearings, ["Bearing1_1", "Bearing1_2"])
+    seed_everything(0)
+    model = uc.build_model()
+    assert data.x.shape[1] == 54 * 3 + 3  # two spans, running max, speed + load, elapsed hours
+    train_epochs(model, data.x, data.y, epochs=3, lr=1e-2, batch_size=16, seed=0)
+    every = uc.predict_table(model, generated_bearings, all_rows=True)
+    # the old columns keep their place; the interval is appended
+    assert list(every.columns) == [
+        "bearing",
+        "rul_hours",
+        "snapshot",
+        "elapsed_hours",
+        "rul_hours_low",
+        "rul_hours_high",
+    ]
+    assert (every.rul_hours_low <= every.rul_hours).all() and (every.rul_hours <= every.rul_hours_high).all()
+    assert (every.rul_hours_high > every.rul_hours_low).any()
+    last = uc.predict_table(model, generated_bearings, all_rows=False)
+    for _, row in last.iterrows():  # the last row of a bearing is the same whether all rows are asked or not
+        same = every[(every.bearing == row.bearing) & (every.snapshot == row.snapshot)].iloc[0]
+        assert same.rul_hours == row.rul_hours and same.rul_hours_high == row.rul_hours_high
+    metrics = uc.evaluate(model, uc.eval_datasets(generated_bearings, ["Bearing1_3"]))
+    assert np.isfinite(metrics["RMSE"]) and "RMSE_Bearing1_3" in metrics
+
+
+def test_point_models_have_no_interval_columns(generated_bearings: Path) -> None:
+    uc = load_usecase("BearingUseCase", {"model": "ffnn"})
+    seed_everything(0)
+    table = uc.predict_table(uc.build_model(), generated_bearings, all_rows=False)
+    assert list(table.columns) == ["bearing", "rul_hours", "snapshot", "elapsed_hours"]
+
+
+def test_failure_time_smoothing_is_applied_per_bearing(generated_bearings: Path) -> None:
+    raw = load_usecase("BearingUseCase", MLP)
+    smooth = load_usecase("BearingUseCase", {**MLP, "smooth_span": 10.0})
+    seed_everything(0)
+    model = raw.build_model()
+    a = raw.predict_table(model, generated_bearings, all_rows=True)
+    b = smooth.predict_table(model, generated_bearings, all_rows=True)
+    first = a.groupby("bearing").head(1).index  # the first snapshot of a bearing has no history
+    np.testing.assert_allclose(a.rul_hours[first], b.rul_hours[first], atol=1e-4)
+    assert not np.allclose(a.rul_hours, b.rul_hours)
+    # the implied failure time (elapsed + RUL) varies less after smoothing
+    fa = (a.elapsed_hours + a.rul_hours).groupby(a.bearing).std().mean()
+    fb = (b.elapsed_hours + b.rul_hours).groupby(b.bearing).std().mean()
+    assert fb < fa

@@ -169,3 +169,70 @@ class CnnRul(nn.Module):
         mask = x[..., -1:]
         x = torch.cat([x[..., :-1] * mask, mask], dim=-1)  # padded steps are zero, whatever they held
         return self.head(self.conv(x.transpose(1, 2))).squeeze(-1) * self.target_scale
+
+
+# --------------------------------------------------------------------------- bearing health model
+
+
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantile: float) -> torch.Tensor:
+    """Quantile (pinball) loss: its minimiser is the ``quantile``-th conditional quantile."""
+    d = target - pred
+    return torch.mean(torch.maximum(quantile * d, (quantile - 1.0) * d))
+
+
+class RulMlp(nn.Module):
+    """Small MLP on health-indicator inputs (:mod:`kosmos_fl.data.health`) with a point head and
+    quantile heads for a prediction interval.
+
+    An input batch-norm standardises inputs federatedly (its statistics are averaged with the
+    weights). ``forward`` returns the point estimate ``(n,)`` like every model here, so training,
+    evaluation and serving code need not know about the heads; :meth:`predict_heads` returns
+    ``(n, 1 + len(quantiles))`` and :meth:`training_loss` (picked up by
+    :func:`kosmos_fl.ml.train.train_epochs`) is MSE on the point head plus the pinball loss of each
+    quantile head. Outputs are scaled by ``target_scale`` so the layers work on values near 1.
+    """
+
+    def __init__(
+        self,
+        n_inputs: int,
+        hidden: tuple[int, ...] = (64, 64),
+        dropout: float = 0.1,
+        quantiles: tuple[float, ...] = (0.1, 0.9),
+        target_scale: float = 5.0,
+        n_passthrough: int = 0,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        # The last ``n_passthrough`` inputs (already on a fixed scale) bypass the batch-norm: a
+        # column that is constant on a client (its operating condition) has zero variance in every
+        # client's batches, so federated running statistics would blow it up at inference.
+        self.n_passthrough = int(n_passthrough)
+        self.norm: nn.Module = nn.BatchNorm1d(n_inputs - self.n_passthrough) if batch_norm else nn.Identity()
+        layers: list[nn.Module] = []
+        width = n_inputs
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(width, 1 + len(quantiles))
+        self.quantiles = tuple(float(q) for q in quantiles)
+        self.target_scale = float(target_scale)
+
+    def predict_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, 1 + Q)``: the point estimate, then one column per quantile (in ``quantiles``)."""
+        k = x.shape[1] - self.n_passthrough
+        x = torch.cat([self.norm(x[:, :k]), x[:, k:]], dim=1)
+        return self.out(self.body(x)) * self.target_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_heads(x)[:, 0]
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """MSE of the point head plus the pinball loss of every quantile head, on the scale of
+        ``target_scale`` so the two kinds of terms are of similar size."""
+        heads = self.predict_heads(x) / self.target_scale
+        y = y / self.target_scale
+        loss = nn.functional.mse_loss(heads[:, 0], y)
+        for i, q in enumerate(self.quantiles, start=1):
+            loss = loss + pinball_loss(heads[:, i], y, q)
+        return loss

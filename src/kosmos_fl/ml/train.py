@@ -64,8 +64,11 @@ def train_epochs(
     """Train in place with Adam on shuffled mini-batches; returns the mean loss of the last epoch.
 
     ``proximal_mu > 0`` adds FedProx's proximal term mu/2 * ||w - w_global||^2, where w_global are
-    the weights the model had on entry (the global model of this round).
+    the weights the model had on entry (the global model of this round). Without ``loss_fn`` a
+    model's own ``training_loss(x, y)`` is used when it has one (models with several heads),
+    else the mean squared error.
     """
+    own_loss = getattr(model, "training_loss", None) if loss_fn is None else None
     loss_fn = loss_fn or nn.functional.mse_loss
     gen = torch.Generator().manual_seed(seed)
     xt = torch.from_numpy(np.array(x, dtype=np.float32))  # copies: inputs may be read-only maps
@@ -83,7 +86,7 @@ def train_epochs(
             if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
                 continue  # batch-norm cannot train on a single sample
             opt.zero_grad()
-            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss = own_loss(xt[idx], yt[idx]) if own_loss is not None else loss_fn(model(xt[idx]), yt[idx])
             if proximal_mu > 0:
                 prox = sum(
                     ((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params, strict=True)
@@ -107,3 +110,17 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarra
         xb = torch.from_numpy(np.array(x[start : start + batch_size], dtype=np.float32))
         outs.append(model(xb).reshape(-1).double().numpy())
     return np.concatenate(outs) if outs else np.zeros(0)
+
+
+@torch.no_grad()
+def predict_heads(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """All output heads ``(n, k)`` of a model with ``predict_heads`` (point estimate first, then
+    its quantiles), in eval mode; a single-output model gives ``(n, 1)``."""
+    model.eval()
+    heads = getattr(model, "predict_heads", None)
+    outs = []
+    for start in range(0, len(x), batch_size):
+        xb = torch.from_numpy(np.array(x[start : start + batch_size], dtype=np.float32))
+        out = heads(xb) if heads is not None else model(xb)
+        outs.append(out.reshape(len(xb), -1).double().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, 1))

@@ -8,21 +8,53 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from torch import nn
 
 from kosmos_fl.config import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
+from kosmos_fl.data.health import health_inputs, n_health_inputs, n_passthrough_inputs, smooth_failure_time
 from kosmos_fl.data.processed import ProcessedBearing, list_bearings, load_bearings
 from kosmos_fl.errors import DataError
-from kosmos_fl.ml.models import Cnn2021, Ffnn2021
-from kosmos_fl.ml.train import predict
+from kosmos_fl.ml.metrics import regression_report
+from kosmos_fl.ml.models import Cnn2021, Ffnn2021, RulMlp
+from kosmos_fl.ml.train import predict, predict_heads
 from kosmos_fl.usecases.base import ArrayDataset, UseCase, UseCaseParams
 
 SECONDS_PER_HOUR = 3600.0
 
 
 class BearingParams(UseCaseParams):
-    #: ``cnn``: the 2021 CNN on STFT spectra; ``ffnn``: the 2021 network on 54 features.
-    model: Literal["cnn", "ffnn"] = "cnn"
+    #: ``cnn``: the 2021 CNN on STFT spectra; ``ffnn``: the 2021 network on 54 features;
+    #: ``mlp``: a small MLP with interval heads on health-indicator inputs built from each
+    #: bearing's history (:mod:`kosmos_fl.data.health`), the options below.
+    model: Literal["cnn", "ffnn", "mlp"] = "cnn"
+    #: ``mlp``: spans (snapshots) of the running means of the log-features.
+    spans: tuple[float, ...] = (10.0, 100.0)
+    #: ``mlp``: add the running maximum of the first span's means.
+    running_max: bool = True
+    #: ``mlp``: add the elapsed running time in hours. Off: in leave-one-bearing-out validation it
+    #: made the model lean on the training bearings' lives (docs/RESULTS.md).
+    elapsed: bool = False
+    #: ``mlp``: add the shaft speed and load of the bearing's operating condition.
+    operating_condition: bool = True
+    #: ``mlp``: features relative to the mean of the bearing's first ``baseline`` snapshots; 0 = off.
+    baseline: int = 30
+    #: ``mlp``: standardise the feature inputs with batch-norm. Off: federated batch-norm
+    #: statistics are averages of per-client ones, which fit no client (docs/RESULTS.md).
+    batch_norm: bool = False
+    #: ``mlp``: hidden layer widths and dropout.
+    hidden: tuple[int, ...] = (64, 64)
+    dropout: float = 0.1
+    #: ``mlp``: quantiles of the interval heads (``rul_hours_low`` / ``rul_hours_high``).
+    quantiles: tuple[float, float] = (0.1, 0.9)
+    #: ``mlp``: factor on the distances of the quantile heads from the point estimate. The heads
+    #: learn the spread on the training bearings, which a model fits far better than a bearing it
+    #: has never seen; the factor that makes the interval cover 80 % in leave-one-bearing-out
+    #: validation on the training bearings (bench/bench_accuracy.py) corrects that.
+    interval_scale: float = Field(13.22, gt=0)
+    #: ``mlp``: span (snapshots) of the running mean of implied failure times applied to each
+    #: bearing's predictions (:func:`~kosmos_fl.data.health.smooth_failure_time`); 0 = off.
+    smooth_span: float = 0.0
     #: Where prepared arrays are cached (default: next to the data, else the user cache).
     cache_dir: str | None = None
 
@@ -40,8 +72,54 @@ class BearingUseCase(UseCase):
         cache = Path(self.params.cache_dir) if self.params.cache_dir else None
         return load_bearings(Path(data_path), list(names) if names else None, cache_dir=cache)
 
+    def _health_options(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "spans": p.spans,
+            "running_max": p.running_max,
+            "elapsed": p.elapsed,
+            "operating_condition": p.operating_condition,
+        }
+
+    def _input_options(self) -> dict[str, Any]:
+        return {**self._health_options(), "baseline": self.params.baseline}
+
     def _inputs(self, b: ProcessedBearing) -> np.ndarray:
+        if self.params.model == "mlp":
+            return health_inputs(b.features, b.timestamps, b.condition, **self._input_options())
         return b.spectra if self.params.model == "cnn" else b.features
+
+    def postprocess(self, pred: np.ndarray, elapsed_hours: np.ndarray) -> np.ndarray:
+        """One bearing's predictions (rows in time order, one column per head) after the
+        configured smoothing; the CNN and FFNN predictions are returned as they are."""
+        if self.params.model != "mlp" or self.params.smooth_span <= 1:
+            return pred
+        cols = [
+            smooth_failure_time(pred[:, i], elapsed_hours, self.params.smooth_span)
+            for i in range(pred.shape[1])
+        ]
+        return np.stack(cols, axis=1)
+
+    def predict_bearing(self, model: nn.Module, b: ProcessedBearing) -> np.ndarray:
+        """``(n, k)`` predictions in hours for every snapshot of one bearing: the point estimate
+        first, then the interval bounds when the model has quantile heads."""
+        pred = predict_heads(model, self._inputs(b))
+        elapsed = (b.timestamps - b.timestamps[0]) / SECONDS_PER_HOUR
+        return self.widen(self.postprocess(pred, elapsed))
+
+    def widen(self, pred: np.ndarray) -> np.ndarray:
+        """Point estimate and interval bounds floored at 0 hours (no RUL is negative), the bounds
+        ordered around the point and scaled by ``interval_scale``; a point-only prediction is
+        returned as it is."""
+        if pred.shape[1] < 3:
+            return pred
+        point = np.maximum(pred[:, :1], 0.0)
+        low = np.minimum(pred[:, 1:2], point)
+        high = np.maximum(pred[:, -1:], point)
+        s = self.params.interval_scale
+        return np.concatenate(
+            [point, np.maximum(point - s * (point - low), 0.0), point + s * (high - point)], axis=1
+        )
 
     def _dataset(self, bearings: Mapping[str, ProcessedBearing]) -> ArrayDataset:
         if not bearings:
@@ -80,25 +158,49 @@ class BearingUseCase(UseCase):
         return clients, test
 
     def build_model(self) -> nn.Module:
-        return Cnn2021() if self.params.model == "cnn" else Ffnn2021()
+        p = self.params
+        if p.model == "mlp":
+            return RulMlp(
+                n_health_inputs(**self._health_options()),
+                hidden=p.hidden,
+                dropout=p.dropout,
+                quantiles=p.quantiles,
+                n_passthrough=n_passthrough_inputs(
+                    elapsed=p.elapsed, operating_condition=p.operating_condition
+                ),
+                batch_norm=p.batch_norm,
+            )
+        return Cnn2021() if p.model == "cnn" else Ffnn2021()
+
+    def evaluate(self, model: nn.Module, groups: Mapping[str, ArrayDataset]) -> dict[str, float]:
+        """RMSE, MAE, PCC per bearing and mean, on the point predictions as ``predict`` reports
+        them (floored at 0, smoothed when configured; the elapsed hours the smoothing needs are
+        the last input column of the ``mlp`` inputs)."""
+        out = {}
+        for k, g in groups.items():
+            pred = predict(model, g.x)
+            if self.params.model == "mlp":
+                pred = np.maximum(pred, 0.0)  # as predict_bearing: no RUL is negative
+            if self.params.model == "mlp" and self.params.elapsed:
+                pred = self.postprocess(pred[:, None], np.asarray(g.x[:, -1], dtype=np.float64))[:, 0]
+            out[k] = (g.y, pred)
+        return regression_report(out)
 
     def predict_table(self, model: nn.Module, data_path: Path, *, all_rows: bool) -> pd.DataFrame:
         frames = []
         for name, b in self._bearings(data_path, None).items():
-            pred = predict(model, self._inputs(b))
-            idx = np.arange(len(pred)) if all_rows else np.array([len(pred) - 1])
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "bearing": name,
-                        "rul_hours": np.round(pred[idx], 4),
-                        "snapshot": idx + 1,
-                        "elapsed_hours": np.round(
-                            (b.timestamps[idx] - b.timestamps[0]) / SECONDS_PER_HOUR, 4
-                        ),
-                    }
-                )
-            )
+            heads = self.predict_bearing(model, b)
+            idx = np.arange(len(heads)) if all_rows else np.array([len(heads) - 1])
+            cols: dict[str, Any] = {
+                "bearing": name,
+                "rul_hours": np.round(heads[idx, 0], 4),
+                "snapshot": idx + 1,
+                "elapsed_hours": np.round((b.timestamps[idx] - b.timestamps[0]) / SECONDS_PER_HOUR, 4),
+            }
+            if heads.shape[1] >= 3:  # quantile heads: the interval, appended so old columns keep their place
+                cols["rul_hours_low"] = np.round(heads[idx, 1], 4)
+                cols["rul_hours_high"] = np.round(heads[idx, 2], 4)
+            frames.append(pd.DataFrame(cols))
         if not frames:
             raise DataError(f"no bearing folders found in {data_path}")
         return pd.concat(frames, ignore_index=True)

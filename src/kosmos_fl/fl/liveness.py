@@ -30,7 +30,9 @@ log = logging.getLogger("kosmos_fl.liveness")
 
 #: ``{"<client id>": "<why it is gone>"}``, written atomically by the coordinator.
 DEAD_FILE = "dead_clients.json"
-POLL_SECONDS = 0.25
+#: How often the round loop asks the SuperLink for replies: each poll is one local HTTP call and
+#: one small file read, and every 0.1 s saved here is 0.1 s less orchestration overhead per round.
+POLL_SECONDS = 0.05
 
 
 def mark_dead(out_dir: Path, client_id: int, reason: str) -> None:

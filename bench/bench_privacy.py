@@ -1,4 +1,4 @@
-"""Privacy on C-MAPSS FD001: model error against epsilon, and the round-time cost of SecAgg+.
+"""Privacy on C-MAPSS FD001: model error against epsilon, and the round-time cost of TLS and SecAgg+.
 
     .venv/bin/python bench/bench_privacy.py [--data .../train_FD001.txt] [--rounds 5] [--quick]
 
@@ -15,11 +15,12 @@ run (printed), which is a data-dependent choice a real deployment would have to 
 Error: RMSE over all windows of the held-out engines (the use case's server metric ``RMSE``) and
 at the failure cycle (``RMSE_last``), in cycles (RUL capped at 125).
 
-Part 2, cost of secure aggregation (real processes through ``LocalFederation``: server, SuperLink,
-SuperNodes with warm ClientApps, MLflow): the same use case with 3 clients for a few rounds, once
-with plain FedAvg messages and once with ``secure_aggregation: true`` (SecAgg+, 4 messages per client
-and round). The two sessions run side by side (two federations on free ports), so that on a shared
-machine both see the same load; the ratio, not the absolute seconds, is the figure to keep. Round
+Part 2, cost of TLS and of secure aggregation (real processes through ``LocalFederation``: server,
+SuperLink, SuperNodes with warm ClientApps, MLflow): the same use case with 3 clients for a few
+rounds, once plain, once with TLS on every channel (``kosmos-fl certs init`` certificates:
+Socket.IO, Fleet proxy, SuperLink, SuperNodes) and once with ``secure_aggregation: true`` (SecAgg+,
+4 messages per client and round). The sessions run one after the other; the ratio to plain, not the
+absolute seconds, is the figure to keep. Round
 time is the ServerApp's ``round_seconds`` (sending the global model to the evaluated new one), the
 mean over all rounds but the first.
 
@@ -36,7 +37,6 @@ import json
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from rich.table import Table
 
 from kosmos_fl.localfed import LocalFederation, child_env, read_progress
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
+from kosmos_fl.security import certs
 from kosmos_fl.usecases import ArrayDataset
 from kosmos_fl.usecases.turbofan import TurbofanUseCase
 
@@ -171,12 +172,26 @@ def error_vs_epsilon(
 
 
 # -- part 2: round time of secure aggregation ---------------------------------------------------
-def session_rounds(data: Path, rounds: int, clients: int, secure: bool) -> dict[str, Any]:
+def session_rounds(data: Path, rounds: int, clients: int, secure: bool, tls: bool = False) -> dict[str, Any]:
     """One real session; its per-round timings from progress.jsonl."""
     uc = TurbofanUseCase({"model": "cnn"})
     client_units, held_out = uc.federation_split(data, clients)
     with tempfile.TemporaryDirectory(prefix="bench-privacy-") as tmp:
         fed = LocalFederation(Path(tmp), child_env())
+        server_tls: dict[str, Any] = {}
+        client_tls: dict[str, Any] = {}
+        if tls:
+            paths = certs.init(Path(tmp) / "certs")
+            fed.ca_file = paths.ca_cert
+            server_tls = {
+                "tls": {
+                    "certfile": str(paths.server_cert),
+                    "keyfile": str(paths.server_key),
+                    "ca_certfile": str(paths.ca_cert),
+                },
+                "client_auth": "off",
+            }
+            client_tls = {"tls_ca_certfile": str(paths.ca_cert)}
         try:
             fed.start_server(
                 timeout=600.0,  # generous: the machine may be shared
@@ -188,6 +203,7 @@ def session_rounds(data: Path, rounds: int, clients: int, secure: bool) -> dict[
                 usecase={"name": "TurbofanUseCase", "broadcast_params": {"model": "cnn"}},
                 training={"local_epochs": 1, "learning_rate": 0.001, "batch_size": 256},
                 **({"secure_aggregation": True} if secure else {}),
+                **server_tls,
             )
             for i, units in enumerate(client_units):
                 fed.start_client(
@@ -196,6 +212,7 @@ def session_rounds(data: Path, rounds: int, clients: int, secure: bool) -> dict[
                     units=units,
                     usecase={"name": "TurbofanUseCase"},
                     torch_threads=1,
+                    **client_tls,
                 )
             done = fed.wait_sessions(1, timeout=1800)[0]
             if done["status"] != "completed":
@@ -279,17 +296,10 @@ def main() -> None:
     dp_rows = [] if args.only == "secagg" else error_vs_epsilon(args.data, args.rounds, budgets, args.clip, 4)
     timing: dict[str, dict[str, Any]] = {}
     if args.only != "dp":
-        # both sessions at the same time: on a shared machine they then see the same load
-        console.print(
-            f"part 2: plain and SecAgg+ sessions side by side, 3 clients, {args.session_rounds} rounds"
-        )
-        with ThreadPoolExecutor(2) as pool:
-            futures = {
-                name: pool.submit(session_rounds, args.data, args.session_rounds, 3, secure)
-                for name, secure in (("plain", False), ("SecAgg+", True))
-            }
-            timing = {name: f.result() for name, f in futures.items()}
-        console.print(f"  {timing}")
+        console.print(f"part 2: plain, TLS and SecAgg+ sessions, 3 clients, {args.session_rounds} rounds")
+        for name, secure, tls in (("plain", False, False), ("TLS", False, True), ("SecAgg+", True, False)):
+            timing[name] = session_rounds(args.data, args.session_rounds, 3, secure, tls)
+            console.print(f"  {name}: {timing[name]}")
     report(dp_rows, timing, args.rounds)
     console.print(f"total {time.monotonic() - t0:.0f} s")
     out = OUT_DIR / f"privacy{'_quick' if args.quick else ''}{'_' + args.only if args.only else ''}.json"

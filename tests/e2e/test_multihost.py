@@ -36,6 +36,7 @@ def test_three_hosts_train_one_model(
         timeout=240,  # a loaded CI machine imports Flower slowly
         num_clients=3, n_federated_train_epoch=2, data_path=str(generated_bearings),
         socketio_address=f"0.0.0.0:{fed.sio_port}", flwr_server_address=f"0.0.0.0:{fed.flwr_port}",
+        insecure=True,  # plain traffic on a private test network (TLS has its own tests)
         test_bearings=["Bearing1_3"], mlflow_experiment_name="multihost",
         usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
     )  # fmt: skip
@@ -48,6 +49,7 @@ def test_three_hosts_train_one_model(
             data_path=str(generated_bearings),
             bearings=bearings[i - 1],
             torch_threads=1,
+            insecure=True,
         )
         for i in (1, 2, 3)
     ]

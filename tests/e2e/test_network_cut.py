@@ -59,6 +59,7 @@ def test_cut_client_is_dropped_and_the_others_train(
         timeout=240,  # a loaded CI machine imports Flower slowly
         num_clients=2, n_federated_train_epoch=1, data_path=str(generated_bearings),
         socketio_address=f"0.0.0.0:{fed.sio_port}", flwr_server_address=f"0.0.0.0:{fed.flwr_port}",
+        insecure=True,  # plain traffic on a private test network (TLS has its own tests)
         test_bearings=["Bearing1_3"], mlflow_experiment_name="netcut",
         usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
         limits={"ping_interval": PING_INTERVAL, "ping_timeout": PING_TIMEOUT},
@@ -69,6 +70,7 @@ def test_cut_client_is_dropped_and_the_others_train(
         "torch_threads": 1,
         "retry_initial": 0.5,
         "retry_max": 2.0,
+        "insecure": True,
     }
     bearings = {"a": ["Bearing1_1"], "b": ["Bearing1_2"], "c": ["Bearing2_1", "Bearing2_2"]}
 

@@ -7,6 +7,7 @@ data path never leaves the site.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from flwr.clientapp import ClientApp
 
 from kosmos_fl.fl import faults, secure
 from kosmos_fl.fl.session import NodeSpec
-from kosmos_fl.fl.warm_exec import FORKED_AT
+from kosmos_fl.fl.warm_exec import FORKED_AT_ENV
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase
 from kosmos_fl.usecases.base import ArrayDataset
@@ -70,7 +71,7 @@ def train(msg: Message, context: Context) -> Message:
             # wall clocks, for the server's latency split (see server_app._latency_split)
             "started-at": started_at,
             "finished-at": time.time(),
-            **({"forked-at": FORKED_AT[0]} if FORKED_AT else {}),
+            **({"forked-at": float(os.environ[FORKED_AT_ENV])} if FORKED_AT_ENV in os.environ else {}),
         }
     )
     weights = faults.corrupt(get_weights(model))  # test-only hook, see kosmos_fl.fl.faults

@@ -29,8 +29,10 @@ from typing import Any
 TEMPLATE_FLAG = "--template"
 #: How often the SuperExec asks its SuperNode for new tasks (Flower's default is 1 s).
 TASK_POLL_INTERVAL = "0.1"
-#: In a forked ClientApp process: the wall-clock time of the fork (reported for the latency split).
-FORKED_AT: list[float] = []
+#: In a forked ClientApp process: the wall-clock time of the fork, for the latency split. An
+#: environment variable, because the template runs as ``__main__`` while the ClientApp imports
+#: this module under its own name (a module-level value would not be shared).
+FORKED_AT_ENV = "KOSMOS_FL_FORKED_AT"
 
 
 class WarmExecutor:
@@ -133,7 +135,7 @@ def _template() -> None:
             continue
         forked_at = time.time()
         if os.fork() == 0:  # child: run the task, never return to the loop
-            FORKED_AT.append(forked_at)
+            os.environ[FORKED_AT_ENV] = repr(forked_at)
             code = 1
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)

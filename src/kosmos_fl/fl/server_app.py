@@ -338,8 +338,9 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
             "client_compute_seconds_max": max(compute) if compute else 0.0,
             **latency,
             # model bytes on the wire: the global model to each client, the updates back
+            # (under SecAgg+ the stage messages carry no "arrays" record: not counted)
             "bytes_sent": float(sum(m.content["arrays"].count_bytes() for m in messages)),
-            "bytes_received": float(sum(m.content["arrays"].count_bytes() for m in ok)),
+            "bytes_received": float(sum(m.content["arrays"].count_bytes() for m in ok if "arrays" in m.content)),
         }
         if spec.differential_privacy is not None:
             round_stats.update(privacy.spent(strategy))
@@ -430,16 +431,16 @@ def _coordinator_gone(pid: int | None) -> bool:
     return pid is not None and not psutil.pid_exists(pid)
 
 
-def _watch_coordinator(pid: int | None) -> None:
-    """Exit at once when the KOSMoS server process dies, so that an orphaned ServerApp never
-    logs a round or fails the MLflow run that a resumed session will continue."""
-    if pid is None:
-        return
+def _watch_coordinator(pid: int | None, out_dir: Path) -> None:
+    """Exit at once when the KOSMoS server process dies or marks the session interrupted (a
+    graceful stop), so that an orphaned ServerApp never logs a round, finishes the session or
+    fails the MLflow run that a resumed session will continue."""
+    marker = out_dir / INTERRUPTED_FILE
 
     def watch() -> None:
-        while not _coordinator_gone(pid):
+        while not _coordinator_gone(pid) and not marker.exists():
             time.sleep(0.2)
-        log.warning("the KOSMoS server (pid %d) is gone; the session stays resumable", pid)
+        log.warning("the KOSMoS server (pid %s) stopped or is gone; the session stays resumable", pid)
         os._exit(3)
 
     threading.Thread(target=watch, name="coordinator-watch", daemon=True).start()
@@ -451,7 +452,7 @@ def main(grid: Grid, context: Context) -> None:
     spec = SessionSpec.read(str(context.run_config["session-file"]))
     out_dir = Path(spec.out_dir)
     logging.basicConfig(level=logging.INFO)
-    _watch_coordinator(spec.coordinator_pid)
+    _watch_coordinator(spec.coordinator_pid, out_dir)
     try:
         result = run_session(grid, spec, context)
     except Exception as exc:

@@ -340,7 +340,9 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
             # model bytes on the wire: the global model to each client, the updates back
             # (under SecAgg+ the stage messages carry no "arrays" record: not counted)
             "bytes_sent": float(sum(m.content["arrays"].count_bytes() for m in messages)),
-            "bytes_received": float(sum(m.content["arrays"].count_bytes() for m in ok if "arrays" in m.content)),
+            "bytes_received": float(
+                sum(m.content["arrays"].count_bytes() for m in ok if "arrays" in m.content)
+            ),
         }
         if spec.differential_privacy is not None:
             round_stats.update(privacy.spent(strategy))

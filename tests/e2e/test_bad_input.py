@@ -6,7 +6,6 @@ well-behaved client registers and receives ``start_train``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,6 @@ import socketio
 from kosmos_fl.localfed import LocalFederation as Federation
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 class Probe:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ import pytest
 from kosmos_fl.localfed import LocalFederation as Federation
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 def test_mlp_session_and_predict_interval(federation: Federation, generated_bearings: Path) -> None:

@@ -3,7 +3,6 @@ exceeded, keeps and registers the last model, and logs epsilon/delta every round
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,6 @@ def rdp_epsilon(rounds: int) -> float:
     acc = rdp.RdpAccountant()
     acc.compose(dp_event.GaussianDpEvent(NOISE), rounds)
     return float(acc.get_epsilon(DELTA))
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 def test_privacy_budget_stops_the_session_and_keeps_the_model(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,6 @@ pytestmark = pytest.mark.e2e
 FLOWER_DETECTION_SECONDS = 60.0
 #: Generous: on a machine shared with other heavy jobs the server's start-up alone can take minutes.
 START_TIMEOUT = 300.0
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 def _server(data: Path, **values: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@ SuperLink/SuperNodes, a real MLflow store) run a whole session on generated bear
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.localfed import LocalFederation as Federation
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 def test_two_clients_two_rounds_end_to_end(federation: Federation, generated_bearings: Path) -> None:

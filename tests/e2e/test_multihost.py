@@ -6,7 +6,7 @@ Flower's training traffic crossed the simulated network (docs/OPERATIONS.md, "Mu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -16,13 +16,6 @@ from kosmos_fl.localfed import LocalFederation as Federation
 from tests.netns import NetHosts, netns_hosts  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 def test_three_hosts_train_one_model(

@@ -7,7 +7,7 @@ own IP, see tests/netns.py); the server runs in the root namespace."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,6 @@ pytestmark = pytest.mark.e2e
 
 # short enough to keep the test quick, long enough for a loaded CI machine's event loop
 PING_INTERVAL, PING_TIMEOUT = 3.0, 6.0
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 def clients_by_name(fed: Federation) -> dict[str, dict[str, Any]]:

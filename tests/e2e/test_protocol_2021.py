@@ -5,7 +5,6 @@ are told why and ignored; a session whose clients never join Flower fails loudly
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,6 @@ pytestmark = pytest.mark.e2e
 
 KEYS_2021 = {"client_id", "mlflow_experiment_name", "mlflow_server_address", "mlflow_run_id",
              "flwr_server_address", "usecase_name", "usecase_params"}  # fmt: skip
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 async def plain_client(

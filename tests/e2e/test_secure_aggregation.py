@@ -3,7 +3,6 @@ real MLflow store); one client drops out in the middle of a round and the model 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ SITES = {
     "site-c": ["Bearing2_1"],
     "site-d": ["Bearing2_2"],
 }
-
-
-@pytest.fixture
-def federation(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[Federation]:
-    fed = Federation(tmp_path, clean_env)
-    yield fed
-    assert fed.stop() == [], "processes outlived the federation"
 
 
 def test_secure_aggregation_survives_a_dropout_and_improves(

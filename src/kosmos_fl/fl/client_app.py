@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -23,6 +26,38 @@ from kosmos_fl.usecases import load_usecase
 from kosmos_fl.usecases.base import ArrayDataset
 
 app = ClientApp()
+
+
+def train_locally(
+    spec: NodeSpec, config: Any, weights: Callable[[], list[np.ndarray]]
+) -> tuple[Any, ArrayDataset, float]:
+    """The local part of a round, shared by plain and SecAgg+ rounds: this site's data (or its
+    simulation partition), the global ``weights`` (read once the model is built), ``local-epochs``
+    of seeded training."""
+    if spec.torch_threads:
+        torch.set_num_threads(spec.torch_threads)
+    server_round = int(config["server-round"])
+    seed = int(config["seed"]) + 1000 * spec.client_id + server_round
+    seed_everything(seed)
+    usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
+    data = usecase.client_dataset(Path(spec.data_path), spec.selection)
+    if spec.partition is not None:  # a virtual client of `kosmos-fl simulate`
+        index, count = spec.partition
+        data = ArrayDataset(data.x[index::count], data.y[index::count])
+    model = usecase.build_model()
+    set_weights(model, weights())
+    faults.before_training()  # test-only hook, inactive unless KOSMOS_FL_FAULT is set
+    loss = train_epochs(
+        model,
+        data.x,
+        data.y,
+        epochs=int(config["local-epochs"]),
+        lr=float(config["learning-rate"]),
+        batch_size=int(config["batch-size"]),
+        seed=seed,
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+    )
+    return model, data, float(loss)
 
 
 @app.train()
@@ -38,29 +73,8 @@ def train(msg: Message, context: Context) -> Message:
             "this client requires secure aggregation (require_secure_aggregation: true) and refuses "
             "to send an unmasked update; enable secure_aggregation on the server"
         )
-    if spec.torch_threads:
-        torch.set_num_threads(spec.torch_threads)
-    config = msg.content["config"]
-    server_round = int(config["server-round"])
-    seed = int(config["seed"]) + 1000 * spec.client_id + server_round
-    seed_everything(seed)
-    usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
-    data = usecase.client_dataset(Path(spec.data_path), spec.selection)
-    if spec.partition is not None:  # a virtual client of `kosmos-fl simulate`
-        index, count = spec.partition
-        data = ArrayDataset(data.x[index::count], data.y[index::count])
-    model = usecase.build_model()
-    set_weights(model, msg.content["arrays"].to_numpy_ndarrays())
-    faults.before_training()  # test-only hook, inactive unless KOSMOS_FL_FAULT is set
-    loss = train_epochs(
-        model,
-        data.x,
-        data.y,
-        epochs=int(config["local-epochs"]),
-        lr=float(config["learning-rate"]),
-        batch_size=int(config["batch-size"]),
-        seed=seed,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
+    model, data, loss = train_locally(
+        spec, msg.content["config"], lambda: msg.content["arrays"].to_numpy_ndarrays()
     )
     metrics = MetricRecord(
         {

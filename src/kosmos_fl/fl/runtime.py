@@ -248,17 +248,10 @@ def start_supernode(
 def submit_run(flwr_home: Path, run_config: dict[str, Any], cwd: Path) -> int:
     """Submit our Flower app as a new run; returns Flower's run id."""
     cfg = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
-    args = [_tool("flwr"), "run", str(APP_DIR), CONNECTION, "--run-config", cfg, "--format", "json"]
-    res = subprocess.run(
-        args, env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-    try:
-        doc = json.loads(res.stdout[res.stdout.index("{") :])
-    except ValueError:
-        doc = {}
-    if not doc.get("success"):
-        msg = doc.get("error-message") or (res.stderr or res.stdout).strip()[-800:]
-        raise FederationError(f"Flower refused the training run: {msg}")
+    doc = _flwr_json(
+        flwr_home, ["run", str(APP_DIR), CONNECTION, "--run-config", cfg], cwd, timeout=120,
+        failure="Flower refused the training run",
+    )  # fmt: skip
     return int(doc["run-id"])
 
 
@@ -287,7 +280,10 @@ def stop_run(flwr_home: Path, run_id: int, cwd: Path) -> None:
     )
 
 
-def _flwr_json(flwr_home: Path, args: list[str], cwd: Path, timeout: float = 60) -> dict[str, Any]:
+def _flwr_json(
+    flwr_home: Path, args: list[str], cwd: Path, timeout: float = 60, failure: str | None = None
+) -> dict[str, Any]:
+    """Run ``flwr ARGS --format json``; its JSON answer, or FederationError naming ``failure``."""
     res = subprocess.run(
         [_tool("flwr"), *args, "--format", "json"],
         env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
@@ -298,7 +294,7 @@ def _flwr_json(flwr_home: Path, args: list[str], cwd: Path, timeout: float = 60)
         doc = {}
     if not doc.get("success"):
         msg = doc.get("error-message") or (res.stderr or res.stdout).strip()[-800:]
-        raise FederationError(f"flwr {' '.join(args[:2])} failed: {msg}")
+        raise FederationError(f"{failure or 'flwr ' + ' '.join(args[:2]) + ' failed'}: {msg}")
     return doc
 
 

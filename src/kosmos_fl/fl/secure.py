@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,31 +58,12 @@ class _UpdateClient(NumPyClient):
         self.context = context
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[Any, int, dict[str, Any]]:
-        import torch
-
-        from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
-        from kosmos_fl.usecases import load_usecase
+        from kosmos_fl.fl.client_app import train_locally  # not at import: client_app imports us
+        from kosmos_fl.ml.train import get_weights
 
         t0 = time.monotonic()
         spec = NodeSpec.read(str(self.context.node_config["session-file"]))
-        if spec.torch_threads:
-            torch.set_num_threads(spec.torch_threads)
-        server_round = int(config["server-round"])
-        seed = int(config["seed"]) + 1000 * spec.client_id + server_round
-        seed_everything(seed)
-        usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
-        data = usecase.client_dataset(Path(spec.data_path), spec.selection)
-        model = usecase.build_model()
-        set_weights(model, parameters)
-        loss = train_epochs(
-            model,
-            data.x,
-            data.y,
-            epochs=int(config["local-epochs"]),
-            lr=float(config["learning-rate"]),
-            batch_size=int(config["batch-size"]),
-            seed=seed,
-        )
+        model, data, loss = train_locally(spec, config, lambda: parameters)
         update = [new - old for new, old in zip(get_weights(model), parameters, strict=True)]
         metrics = {
             "train_loss": float(loss),

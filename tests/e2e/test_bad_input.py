@@ -6,6 +6,7 @@ well-behaved client registers and receives ``start_train``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,11 @@ import socketio
 from kosmos_fl.localfed import LocalFederation as Federation
 
 pytestmark = pytest.mark.e2e
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.05)
 
 
 class Probe:
@@ -88,6 +94,10 @@ def test_bad_clients_are_refused_while_a_good_one_trains(
             if sent % 50 == 0:
                 await asyncio.sleep(0)  # let the socket read the server's answers
         await asyncio.wait_for(p.gone.wait(), 15)
+        # python-socketio runs event handlers as tasks: the disconnect handler can run before the
+        # error events that arrived ahead of it were recorded, so give them a moment
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_until(lambda: any("flooding" in e["message"] for e in p.errors)), 5)
         return sent
 
     async def scenario() -> dict[str, Any]:

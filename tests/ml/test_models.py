@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kosmos_fl.ml.models import Cnn2021, Ffnn2021, count_parameters
-from kosmos_fl.ml.train import get_weights, predict, seed_everything, set_weights, train_epochs
+from kosmos_fl.ml.train import get_weights, pack_weights, predict, seed_everything, set_weights, train_epochs
 
 
 def test_cnn_shape_and_layers() -> None:
@@ -49,3 +49,19 @@ def test_training_reduces_loss_and_is_seeded() -> None:
     assert after < before * 0.2
     np.testing.assert_allclose(p1, p2, rtol=1e-5)
     assert count_parameters(Ffnn2021()) > 54 * 512
+
+
+def test_packed_weights_roundtrip_and_size_check() -> None:
+    a, b = Cnn2021(), Cnn2021()
+    tensors = get_weights(a)
+    (packed,) = pack_weights(tensors)
+    assert packed.ndim == 1 and packed.size == sum(t.size for t in tensors)
+    set_weights(b, [packed])
+    for x, y in zip(get_weights(b), tensors, strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="packed weights have shape"):
+        set_weights(b, [packed[:-1]])
+    # a per-coordinate mean of packed vectors is the packed per-tensor mean (what FedAvg relies on)
+    c = get_weights(Cnn2021())
+    mean_packed = (packed + pack_weights(c)[0]) / 2
+    assert np.allclose(mean_packed, pack_weights([(x + y) / 2 for x, y in zip(tensors, c, strict=True)])[0])

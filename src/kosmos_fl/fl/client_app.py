@@ -21,7 +21,7 @@ from flwr.clientapp import ClientApp
 from kosmos_fl.fl import faults, secure
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.fl.warm_exec import FORKED_AT_ENV
-from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
+from kosmos_fl.ml.train import get_weights, pack_weights, seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase
 from kosmos_fl.usecases.base import ArrayDataset
 
@@ -32,8 +32,8 @@ def train_locally(
     spec: NodeSpec, config: Any, weights: Callable[[], list[np.ndarray]]
 ) -> tuple[Any, ArrayDataset, float]:
     """The local part of a round, shared by plain and SecAgg+ rounds: this site's data (or its
-    simulation partition), the global ``weights`` (read once the model is built), ``local-epochs``
-    of seeded training."""
+    simulation partition), the global ``weights`` (read once the model is built; packed or per
+    tensor, see :func:`~kosmos_fl.ml.train.pack_weights`), ``local-epochs`` of seeded training."""
     if spec.torch_threads:
         torch.set_num_threads(spec.torch_threads)
     server_round = int(config["server-round"])
@@ -88,6 +88,6 @@ def train(msg: Message, context: Context) -> Message:
             **({"forked-at": float(os.environ[FORKED_AT_ENV])} if FORKED_AT_ENV in os.environ else {}),
         }
     )
-    weights = faults.corrupt(get_weights(model))  # test-only hook, see kosmos_fl.fl.faults
+    weights = faults.corrupt(pack_weights(get_weights(model)))  # test-only hook: kosmos_fl.fl.faults
     content = RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics})
     return Message(content=content, reply_to=msg)

@@ -40,5 +40,5 @@ def corrupt(weights: list[np.ndarray]) -> list[np.ndarray]:
         elif fault == "huge":
             out = [w * np.asarray(1e8, dtype=w.dtype) for w in out]
         elif fault == "shape":
-            out[0] = np.ascontiguousarray(out[0].reshape(-1)[::-1])
+            out[0] = np.ascontiguousarray(out[0].reshape(-1)[:-1])  # one value short
     return out

@@ -59,12 +59,12 @@ class _UpdateClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[Any, int, dict[str, Any]]:
         from kosmos_fl.fl.client_app import train_locally  # not at import: client_app imports us
-        from kosmos_fl.ml.train import get_weights
+        from kosmos_fl.ml.train import get_weights, pack_weights
 
         t0 = time.monotonic()
         spec = NodeSpec.read(str(self.context.node_config["session-file"]))
         model, data, loss = train_locally(spec, config, lambda: parameters)
-        update = [new - old for new, old in zip(get_weights(model), parameters, strict=True)]
+        update = [new - old for new, old in zip(pack_weights(get_weights(model)), parameters, strict=True)]
         metrics = {
             "train_loss": float(loss),
             "client-id": spec.client_id,

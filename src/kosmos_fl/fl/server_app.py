@@ -34,11 +34,12 @@ from kosmos_fl.fl.liveness import (
     send_and_collect,
     wait_for_nodes,
 )
+from kosmos_fl.fl.object_pulls import use_fast_object_pulls
 from kosmos_fl.fl.screening import Screened, screen_replies
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
 from kosmos_fl.fl.tracking import flat_params
 from kosmos_fl.ml.models import count_parameters
-from kosmos_fl.ml.train import get_weights, predict, seed_everything, set_weights
+from kosmos_fl.ml.train import get_weights, pack_weights, predict, seed_everything, set_weights
 from kosmos_fl.usecases import load_usecase
 
 log = logging.getLogger("kosmos_fl.server_app")
@@ -236,7 +237,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
     if ckpt.round < spec.num_rounds:
         wait_for_nodes(grid, clients, spec.min_fit_clients, spec.join_timeout)
     live_grid = LiveGrid(grid, clients)
-    arrays = ArrayRecord(get_weights(model))
+    arrays = ArrayRecord(pack_weights(get_weights(model)))  # one vector per message: fewer objects
     train_config = ConfigRecord(
         {
             "local-epochs": spec.local_epochs,
@@ -357,7 +358,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
             norm_history=screened.norms or norm_history,
             elapsed_seconds=time.monotonic() - t0,
         )
-        ckpt = _checkpoint_and_log(out_dir, tracker, done, arrays.to_numpy_ndarrays(), strategy)
+        ckpt = _checkpoint_and_log(out_dir, tracker, done, get_weights(model), strategy)
         norm_history = ckpt.norm_history
         append_jsonl(
             progress,
@@ -454,6 +455,7 @@ def main(grid: Grid, context: Context) -> None:
     spec = SessionSpec.read(str(context.run_config["session-file"]))
     out_dir = Path(spec.out_dir)
     logging.basicConfig(level=logging.INFO)
+    use_fast_object_pulls()  # replies' arrays: no 1 s first retry (see fl/object_pulls.py)
     _watch_coordinator(spec.coordinator_pid, out_dir)
     try:
         result = run_session(grid, spec, context)

@@ -102,14 +102,27 @@ def _warm_up_torch() -> None:
     import numpy as np
     import torch
 
-    from kosmos_fl.ml.models import Cnn2021, Ffnn2021
+    from kosmos_fl.ml.models import Cnn2021, Ffnn2021, RulMlp
     from kosmos_fl.ml.train import train_epochs
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    for model, shape in ((Ffnn2021(n_features=4, hidden=8), (4,)), (Cnn2021(), (129, 21, 2))):
+    models = (
+        (Ffnn2021(n_features=4, hidden=8), (4,)),
+        (Cnn2021(), (129, 21, 2)),
+        (RulMlp(4, hidden=(8,)), (4,)),
+    )
+    for model, shape in models:
         x = rng.normal(size=(4, *shape)).astype(np.float32)
         train_epochs(model, x, np.zeros(4, np.float32), epochs=1, lr=1e-3, batch_size=4, seed=0)
+
+
+def _preimport_http_client() -> None:
+    """Flower's Runtime API client builds an httpx transport per task; httpx imports its backends
+    (httpcore, h11) lazily on that first use, about 0.1 s per task unless done here once."""
+    import httpx
+
+    httpx.Client().close()
 
 
 def _template() -> None:
@@ -120,8 +133,13 @@ def _template() -> None:
     import flwr.supernode.runtime.run_clientapp  # noqa: F401
     import torch
 
-    import kosmos_fl.fl.client_app  # noqa: F401
+    import kosmos_fl.fl.client_app
+    import kosmos_fl.fl.server_app  # noqa: F401  (the app's FAB module imports both apps)
+    from kosmos_fl.fl.object_pulls import use_fast_object_pulls
     from kosmos_fl.usecases import available_usecases
+
+    _preimport_http_client()
+    use_fast_object_pulls()
 
     for ep in available_usecases().values():  # import installed use cases ahead of time
         # an unusable plug-in fails later, inside the task, where Flower reports it

@@ -35,9 +35,34 @@ def get_weights(model: nn.Module) -> list[np.ndarray]:
     return [t.detach().cpu().numpy().copy() for t in _float_state(model).values()]
 
 
+def pack_weights(weights: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`get_weights` as ONE flat vector (a one-element list): what travels in a Flower
+    message. Flower makes every array a separate object, and each object costs an HTTP round trip
+    on every hop (ServerApp -> SuperLink -> SuperNode -> ClientApp and back): the 2021 CNN's 18
+    tensors are 27 objects per message, one vector is 5. The aggregation maths (weighted means,
+    medians, trimmed means, Krum distances, norm clipping, SecAgg+ masking) is per coordinate or
+    over the whole update, so it gives the same result on the vector."""
+    if not weights:
+        return []
+    dtype = np.result_type(*weights)
+    return [np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])]
+
+
 def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
-    """Load arrays produced by :func:`get_weights` (same architecture) into ``model``."""
+    """Load arrays produced by :func:`get_weights` (same architecture), or their
+    :func:`pack_weights` vector, into ``model``."""
     state = _float_state(model)
+    if len(weights) == 1 and len(state) > 1:  # the packed vector: split it along the state
+        flat = np.asarray(weights[0])
+        sizes = [int(t.numel()) for t in state.values()]
+        if flat.ndim != 1 or flat.size != sum(sizes):
+            raise ValueError(
+                f"packed weights have shape {flat.shape}, expected ({sum(sizes)},) for this model"
+            )
+        cuts = np.cumsum(sizes)[:-1]
+        weights = [
+            part.reshape(tuple(t.shape)) for part, t in zip(np.split(flat, cuts), state.values(), strict=True)
+        ]
     if len(weights) != len(state):
         raise ValueError(f"expected {len(state)} arrays, got {len(weights)}")
     new_state = {}

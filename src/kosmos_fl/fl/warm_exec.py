@@ -28,7 +28,7 @@ from typing import Any
 
 TEMPLATE_FLAG = "--template"
 #: How often the SuperExec asks its SuperNode for new tasks (Flower's default is 1 s).
-TASK_POLL_INTERVAL = "0.1"
+TASK_POLL_INTERVAL = "0.05"
 #: In a forked ClientApp process: the wall-clock time of the fork, for the latency split. An
 #: environment variable, because the template runs as ``__main__`` while the ClientApp imports
 #: this module under its own name (a module-level value would not be shared).

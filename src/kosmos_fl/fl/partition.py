@@ -5,7 +5,8 @@ worker processes. Loading and preparing the pooled training data on every call c
 the training itself (about 60 % of a call, measured with cProfile on the generated bearings), so
 each worker process keeps the pooled arrays of the session it serves and every call only takes
 its partition from them. Only immutable things are kept: the arrays (made read-only) and the use
-case's class; the use case and the model are built afresh for every call.
+case's class; the use case and the model are built afresh for every call. The data set is taken
+as unchanged while a session runs (files edited mid-session reach new Ray workers only).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class PoolKey:
             usecase_name=spec.usecase_name,
             usecase_version=spec.usecase_version,
             usecase_params=json.dumps(spec.usecase_params, sort_keys=True, default=str),
-            data_path=str(Path(spec.data_path).resolve()),
+            data_path=spec.data_path,  # as given: it may be a database DSN, not a path
             selection=None if spec.selection is None else tuple(spec.selection),
         )
 

@@ -43,7 +43,7 @@ def _tree_pss(root: psutil.Process) -> int:
     return total
 
 
-def child(clients: int, rounds: int, snapshots: int, out: Path) -> None:
+def child(clients: int, rounds: int, snapshots: int, client_cpus: float, out: Path) -> None:
     from kosmos_fl.fl.simulation import generate_data, run_simulation
     from kosmos_fl.fl.tracking import tracking_uri
 
@@ -57,6 +57,7 @@ def child(clients: int, rounds: int, snapshots: int, out: Path) -> None:
         mlflow_uri=tracking_uri(str(work / "mlruns")),
         usecase_params={"model": "ffnn"},
         batch_size=16,
+        client_cpus=client_cpus,
     )
     rows = [r for r in res["rounds"] if r["round"] > 0]
     out.write_text(
@@ -71,7 +72,7 @@ def child(clients: int, rounds: int, snapshots: int, out: Path) -> None:
     )
 
 
-def measure(clients: int, rounds: int, snapshots: int) -> dict:
+def measure(clients: int, rounds: int, snapshots: int, client_cpus: float) -> dict:
     out = OUT / f"sim-{clients}.json"
     out.unlink(missing_ok=True)
     args = [
@@ -83,6 +84,8 @@ def measure(clients: int, rounds: int, snapshots: int) -> dict:
         str(rounds),
         "--snapshots",
         str(snapshots),
+        "--client-cpus",
+        str(client_cpus),
     ]
     t0 = time.monotonic()
     proc = subprocess.Popen(args)
@@ -113,15 +116,18 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--snapshots", type=int, default=300, help="per generated bearing (>= clients / 4)")
+    ap.add_argument(
+        "--client-cpus", type=float, default=1.0, help="Ray CPUs per virtual client (CPUs / it = workers)"
+    )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     if a.child:
-        child(a.child, a.rounds, a.snapshots, OUT / f"sim-{a.child}.json")
+        child(a.child, a.rounds, a.snapshots, a.client_cpus, OUT / f"sim-{a.child}.json")
         return
     results = []
     for n in a.clients:  # each size is printed as soon as it is measured
-        results.append(measure(n, a.rounds, a.snapshots))
+        results.append(measure(n, a.rounds, a.snapshots, a.client_cpus))
         r = results[-1]
         console.print(
             f"{n} virtual clients: round {sum(r['round_seconds']) / len(r['round_seconds']):.1f} s, "

@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from kosmos_fl.fl import faults, secure
+from kosmos_fl.fl.partition import virtual_client_data
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.fl.warm_exec import FORKED_AT_ENV
 from kosmos_fl.ml.train import get_weights, pack_weights, seed_everything, set_weights, train_epochs
@@ -39,11 +40,11 @@ def train_locally(
     server_round = int(config["server-round"])
     seed = int(config["seed"]) + 1000 * spec.client_id + server_round
     seed_everything(seed)
-    usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
-    data = usecase.client_dataset(Path(spec.data_path), spec.selection)
-    if spec.partition is not None:  # a virtual client of `kosmos-fl simulate`
-        index, count = spec.partition
-        data = ArrayDataset(data.x[index::count], data.y[index::count])
+    if spec.partition is not None:  # a virtual client of `kosmos-fl simulate`: pooled data, once per process
+        usecase, data = virtual_client_data(spec)
+    else:
+        usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
+        data = usecase.client_dataset(Path(spec.data_path), spec.selection)
     model = usecase.build_model()
     set_weights(model, weights())
     faults.before_training()  # test-only hook, inactive unless KOSMOS_FL_FAULT is set

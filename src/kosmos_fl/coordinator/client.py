@@ -92,6 +92,9 @@ class KosmosClient:
             self.work_dir = _resolve(config.work_dir, self.base_dir) / self.name
         #: Why the server refused this client's credentials (then it stops instead of retrying).
         self.refused: str | None = None
+        #: An error that ended a reconnection after a server-side disconnect (raised by run()).
+        self._fatal: KosmosError | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         ssl_ctx = self.security.ssl_context()
         self.edge = (
             EdgeSite(config.edge, self.base_dir, self.name) if config.edge and config.edge.enabled else None
@@ -131,6 +134,10 @@ class KosmosClient:
 
     async def on_disconnect(self, reason: Any = None) -> None:
         log.warning("disconnected from the server (%s); reconnecting", reason)
+        if reason == self.sio.reason.SERVER_DISCONNECT and not self.done.is_set():
+            task = asyncio.create_task(self._reconnect())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def on_connect_error(self, data: Any = None) -> None:
         if (
@@ -248,7 +255,9 @@ class KosmosClient:
                 await asyncio.to_thread(self.edge.stop)
         return await self._run()
 
-    async def _run(self) -> dict[str, Any] | None:
+    async def _connect(self) -> bool:
+        """Connect with back-off; False when stopped meanwhile. Raises when refused or out of
+        attempts."""
         url = f"{'https' if self.security.tls else 'http'}://{self.config.socketio_address}"
         attempt = 0
         delay = self.config.retry_initial
@@ -257,7 +266,7 @@ class KosmosClient:
                 await self.sio.connect(
                     url, transports=["websocket"], wait_timeout=10, auth=self.security.auth()
                 )
-                break
+                return True
             except socketio.exceptions.ConnectionError as exc:
                 if self.refused is not None:
                     raise KosmosError(
@@ -265,7 +274,7 @@ class KosmosClient:
                         "for valid credentials (kosmos-fl clients add) and set credentials in client.yaml"
                     ) from None
                 if self.done.is_set():
-                    return None
+                    return False
                 attempt += 1
                 if self.config.retry_attempts and attempt >= self.config.retry_attempts:
                     raise KosmosError(
@@ -276,6 +285,22 @@ class KosmosClient:
                 with contextlib.suppress(TimeoutError):  # a stop signal ends the wait early
                     await asyncio.wait_for(self.done.wait(), delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.config.retry_max)
+
+    async def _reconnect(self) -> None:
+        """After the server closed the connection itself (a graceful restart): python-socketio
+        reconnects on its own only after transport errors, so connect again here."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), self.config.retry_initial)
+            if not self.done.is_set() and not self.sio.connected:
+                await self._connect()
+        except KosmosError as exc:
+            self._fatal = exc
+            self.done.set()
+
+    async def _run(self) -> dict[str, Any] | None:
+        if not await self._connect():
+            return None
         try:
             await self.done.wait()
         finally:
@@ -284,4 +309,6 @@ class KosmosClient:
                 await self.sio.disconnect()
         if self.refused is not None:
             raise KosmosError(f"the KOSMoS server refused this client: {self.refused}")
+        if self._fatal is not None:
+            raise self._fatal
         return self.last_result

@@ -569,7 +569,9 @@ class Coordinator:
             ) from None
         sio_host, sio_port = split_address(self.config.socketio_address, "socketio_address")
         raise_fd_limit()
-        runner = web.AppRunner(self.app, access_log=None)
+        # on shutdown the Socket.IO connections are closed first (serve()); this only bounds the wait
+        # for a handler that does not end (aiohttp's default is 60 s)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, sio_host, sio_port, ssl_context=sec.server_ssl(), backlog=1024)
         try:
@@ -670,6 +672,10 @@ async def serve(config: ServerConfig, base_dir: Path | None = None, ready_file: 
         coord.interrupt_session()
         if coord._session_task is not None:
             coord._session_task.cancel()
+        # close every Socket.IO connection before the web server stops: aiohttp otherwise waits for
+        # the open WebSocket handlers until its shutdown timeout, and clients notice the restart late
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(coord.sio.eio.disconnect(), 5.0)
         await runner.cleanup()
         if coord._fleet_proxy is not None:
             await coord._fleet_proxy.cleanup()

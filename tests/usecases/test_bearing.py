@@ -109,3 +109,19 @@ def test_failure_time_smoothing_is_applied_per_bearing(generated_bearings: Path)
     fa = (a.elapsed_hours + a.rul_hours).groupby(a.bearing).std().mean()
     fb = (b.elapsed_hours + b.rul_hours).groupby(b.bearing).std().mean()
     assert fb < fa
+
+
+def test_asymmetric_smoothing_is_more_conservative(generated_bearings: Path) -> None:
+    sym = load_usecase("BearingUseCase", {**MLP, "smooth_span": 50.0})
+    asym = load_usecase("BearingUseCase", {**MLP, "smooth_span": 50.0, "smooth_down_span": 2.0})
+    seed_everything(0)
+    model = sym.build_model()
+    a = sym.predict_table(model, generated_bearings, all_rows=True)
+    b = asym.predict_table(model, generated_bearings, all_rows=True)
+    # following earlier implied failure times faster gives a lower RUL on average, never a later one
+    # at the start
+    assert b.rul_hours.mean() < a.rul_hours.mean()
+    first = a.groupby("bearing").head(1).index
+    np.testing.assert_allclose(a.rul_hours[first], b.rul_hours[first], atol=1e-4)
+    with pytest.raises(UseCaseError, match="smooth_down_span"):
+        load_usecase("BearingUseCase", {**MLP, "smooth_down_span": 0.5})

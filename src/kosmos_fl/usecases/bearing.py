@@ -55,6 +55,9 @@ class BearingParams(UseCaseParams):
     #: ``mlp``: span (snapshots) of the running mean of implied failure times applied to each
     #: bearing's predictions (:func:`~kosmos_fl.data.health.smooth_failure_time`); 0 = off.
     smooth_span: float = 0.0
+    #: ``mlp``: with ``smooth_span``, the span (snapshots) with which an earlier implied failure
+    #: time pulls the estimate (asymmetric smoothing, see ``smooth_failure_time``); None = symmetric.
+    smooth_down_span: float | None = Field(None, ge=1)
     #: Where prepared arrays are cached (default: next to the data, else the user cache).
     cache_dir: str | None = None
 
@@ -95,7 +98,9 @@ class BearingUseCase(UseCase):
         if self.params.model != "mlp" or self.params.smooth_span <= 1:
             return pred
         cols = [
-            smooth_failure_time(pred[:, i], elapsed_hours, self.params.smooth_span)
+            smooth_failure_time(
+                pred[:, i], elapsed_hours, self.params.smooth_span, self.params.smooth_down_span
+            )
             for i in range(pred.shape[1])
         ]
         return np.stack(cols, axis=1)
@@ -103,9 +108,14 @@ class BearingUseCase(UseCase):
     def predict_bearing(self, model: nn.Module, b: ProcessedBearing) -> np.ndarray:
         """``(n, k)`` predictions in hours for every snapshot of one bearing: the point estimate
         first, then the interval bounds when the model has quantile heads."""
-        pred = predict_heads(model, self._inputs(b))
+        return self.finish(predict_heads(model, self._inputs(b)), b)
+
+    def finish(self, heads: np.ndarray, b: ProcessedBearing) -> np.ndarray:
+        """A model's raw heads on bearing ``b`` as :meth:`predict_bearing` reports them
+        (smoothed, floored, interval widened), so a benchmark can score kept model outputs
+        under other post-processing settings exactly as ``predict`` would."""
         elapsed = (b.timestamps - b.timestamps[0]) / SECONDS_PER_HOUR
-        return self.widen(self.postprocess(pred, elapsed))
+        return self.widen(self.postprocess(heads, elapsed))
 
     def widen(self, pred: np.ndarray) -> np.ndarray:
         """Point estimate and interval bounds floored at 0 hours (no RUL is negative), the bounds

@@ -96,8 +96,8 @@ def test_point_models_have_no_interval_columns(generated_bearings: Path) -> None
 
 
 def test_failure_time_smoothing_is_applied_per_bearing(generated_bearings: Path) -> None:
-    raw = load_usecase("BearingUseCase", MLP)
-    smooth = load_usecase("BearingUseCase", {**MLP, "smooth_span": 10.0})
+    raw = load_usecase("BearingUseCase", {**MLP, "smooth_span": 0.0})
+    smooth = load_usecase("BearingUseCase", {**MLP, "smooth_span": 10.0, "smooth_down_span": None})
     seed_everything(0)
     model = raw.build_model()
     a = raw.predict_table(model, generated_bearings, all_rows=True)
@@ -112,7 +112,7 @@ def test_failure_time_smoothing_is_applied_per_bearing(generated_bearings: Path)
 
 
 def test_asymmetric_smoothing_is_more_conservative(generated_bearings: Path) -> None:
-    sym = load_usecase("BearingUseCase", {**MLP, "smooth_span": 50.0})
+    sym = load_usecase("BearingUseCase", {**MLP, "smooth_span": 50.0, "smooth_down_span": None})
     asym = load_usecase("BearingUseCase", {**MLP, "smooth_span": 50.0, "smooth_down_span": 2.0})
     seed_everything(0)
     model = sym.build_model()

@@ -37,8 +37,9 @@ class BearingParams(UseCaseParams):
     elapsed: bool = False
     #: ``mlp``: add the shaft speed and load of the bearing's operating condition.
     operating_condition: bool = True
-    #: ``mlp``: features relative to the mean of the bearing's first ``baseline`` snapshots; 0 = off.
-    baseline: int = 30
+    #: ``mlp``: features relative to the mean of the bearing's first ``baseline`` snapshots; 0 = off
+    #: (absolute features validated better on unseen bearings, docs/RESULTS.md).
+    baseline: int = 0
     #: ``mlp``: standardise the feature inputs with batch-norm. Off: federated batch-norm
     #: statistics are averages of per-client ones, which fit no client (docs/RESULTS.md).
     batch_norm: bool = False
@@ -51,13 +52,14 @@ class BearingParams(UseCaseParams):
     #: learn the spread on the training bearings, which a model fits far better than a bearing it
     #: has never seen; the factor that makes the interval cover 80 % in leave-one-bearing-out
     #: validation on the training bearings (bench/bench_accuracy.py) corrects that.
-    interval_scale: float = Field(13.22, gt=0)
+    interval_scale: float = Field(3.13, gt=0)
     #: ``mlp``: span (snapshots) of the running mean of implied failure times applied to each
     #: bearing's predictions (:func:`~kosmos_fl.data.health.smooth_failure_time`); 0 = off.
-    smooth_span: float = 0.0
+    #: 300 snapshots (50 min at one per 10 s) with ``smooth_down_span`` 30: the selection's winner.
+    smooth_span: float = 300.0
     #: ``mlp``: with ``smooth_span``, the span (snapshots) with which an earlier implied failure
     #: time pulls the estimate (asymmetric smoothing, see ``smooth_failure_time``); None = symmetric.
-    smooth_down_span: float | None = Field(None, ge=1)
+    smooth_down_span: float | None = Field(30.0, ge=1)
     #: Where prepared arrays are cached (default: next to the data, else the user cache).
     cache_dir: str | None = None
 

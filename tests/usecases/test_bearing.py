@@ -125,3 +125,31 @@ def test_asymmetric_smoothing_is_more_conservative(generated_bearings: Path) -> 
     np.testing.assert_allclose(a.rul_hours[first], b.rul_hours[first], atol=1e-4)
     with pytest.raises(UseCaseError, match="smooth_down_span"):
         load_usecase("BearingUseCase", {**MLP, "smooth_down_span": 0.5})
+
+
+def test_balance_repeats() -> None:
+    from kosmos_fl.usecases.bearing import balance_repeats
+
+    assert balance_repeats([2803, 871]) == [1, 3]
+    assert balance_repeats([911, 797]) == [1, 1]
+    assert balance_repeats([10, 0]) == [1, 1]
+    assert balance_repeats([]) == []
+
+
+def test_balanced_client_dataset_repeats_the_shorter_bearing(generated_bearings: Path) -> None:
+    names = ["Bearing1_1", "Bearing1_2"]
+    plain = load_usecase("BearingUseCase", {**MLP, "balance_bearings": False})
+    balanced = load_usecase("BearingUseCase", {**MLP, "balance_bearings": True})
+    sizes = [len(plain.client_dataset(generated_bearings, [n])) for n in names]
+    a = plain.client_dataset(generated_bearings, names)
+    b = balanced.client_dataset(generated_bearings, names)
+    from kosmos_fl.usecases.bearing import balance_repeats
+
+    assert len(a) == sum(sizes)
+    assert len(b) == sum(n * r for n, r in zip(sizes, balance_repeats(sizes), strict=True))
+    # the same rows, only repeated: every distinct target of the plain set is there
+    assert set(np.round(a.y, 5)) == set(np.round(b.y, 5))
+    # evaluation sets are one bearing each and never repeated
+    assert len(balanced.eval_datasets(generated_bearings, ["Bearing1_3"])["Bearing1_3"]) == len(
+        plain.eval_datasets(generated_bearings, ["Bearing1_3"])["Bearing1_3"]
+    )

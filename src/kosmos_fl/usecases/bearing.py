@@ -52,16 +52,28 @@ class BearingParams(UseCaseParams):
     #: learn the spread on the training bearings, which a model fits far better than a bearing it
     #: has never seen; the factor that makes the interval cover 80 % in leave-one-bearing-out
     #: validation on the training bearings (bench/bench_accuracy.py) corrects that.
-    interval_scale: float = Field(3.13, gt=0)
+    interval_scale: float = Field(5.06, gt=0)
     #: ``mlp``: span (snapshots) of the running mean of implied failure times applied to each
     #: bearing's predictions (:func:`~kosmos_fl.data.health.smooth_failure_time`); 0 = off.
-    #: 300 snapshots (50 min at one per 10 s) with ``smooth_down_span`` 30: the selection's winner.
-    smooth_span: float = 300.0
+    #: 1000 snapshots (about 3 h at one per 10 s) with ``smooth_down_span`` 30 (5 min) and
+    #: ``balance_bearings``: the selection's winner.
+    smooth_span: float = 1000.0
     #: ``mlp``: with ``smooth_span``, the span (snapshots) with which an earlier implied failure
     #: time pulls the estimate (asymmetric smoothing, see ``smooth_failure_time``); None = symmetric.
     smooth_down_span: float | None = Field(30.0, ge=1)
+    #: ``mlp``: repeat the snapshots of a client's shorter-lived bearings so each of its bearings
+    #: weighs about the same in training (the metrics weigh every bearing equally; unbalanced, a
+    #: long-lived bearing's many large RULs set the prediction for every healthy-looking snapshot).
+    balance_bearings: bool = True
     #: Where prepared arrays are cached (default: next to the data, else the user cache).
     cache_dir: str | None = None
+
+
+def balance_repeats(counts: Sequence[int]) -> list[int]:
+    """How often to repeat each bearing's rows so every bearing has about as many rows as the
+    longest: ``round(max / n)``, at least 1 (empty bearings: 1)."""
+    top = max(counts, default=0)
+    return [max(1, round(top / n)) if n > 0 else 1 for n in counts]
 
 
 class BearingUseCase(UseCase):
@@ -136,8 +148,18 @@ class BearingUseCase(UseCase):
     def _dataset(self, bearings: Mapping[str, ProcessedBearing]) -> ArrayDataset:
         if not bearings:
             raise DataError("no bearings selected: check data_path and the bearing names")
-        x = np.concatenate([self._inputs(b) for b in bearings.values()])
-        y = np.concatenate([b.rul_seconds / SECONDS_PER_HOUR for b in bearings.values()])
+        reps = [1] * len(bearings)
+        if self.params.model == "mlp" and self.params.balance_bearings:
+            reps = balance_repeats([len(b.rul_seconds) for b in bearings.values()])
+        x = np.concatenate(
+            [np.tile(self._inputs(b), (r, 1)) for b, r in zip(bearings.values(), reps, strict=True)]
+        )
+        y = np.concatenate(
+            [
+                np.tile(b.rul_seconds / SECONDS_PER_HOUR, r)
+                for b, r in zip(bearings.values(), reps, strict=True)
+            ]
+        )
         return ArrayDataset(x.astype(np.float32, copy=False), y.astype(np.float32))
 
     def client_dataset(self, data_path: Path, selection: Sequence[str] | None) -> ArrayDataset:

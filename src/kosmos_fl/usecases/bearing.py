@@ -80,7 +80,9 @@ class BearingUseCase(UseCase):
     """Predict a bearing's remaining useful life in hours from one vibration snapshot."""
 
     name = "BearingUseCase"
-    version = "1.0"
+    #: 1.1: mlp defaults changed (absolute features, balanced bearings, asymmetric smoothing);
+    #: a 1.0 model registered with its defaults unresolved would get other inputs, so it is refused.
+    version = "1.1"
     target_unit = "hours"
     Params = BearingParams
     params: BearingParams

@@ -153,3 +153,22 @@ def test_balanced_client_dataset_repeats_the_shorter_bearing(generated_bearings:
     assert len(balanced.eval_datasets(generated_bearings, ["Bearing1_3"])["Bearing1_3"]) == len(
         plain.eval_datasets(generated_bearings, ["Bearing1_3"])["Bearing1_3"]
     )
+
+
+def test_round_metrics_score_the_predictions_predict_reports(generated_bearings: Path) -> None:
+    uc = load_usecase(
+        "BearingUseCase", {**MLP, "elapsed": False, "smooth_span": 20.0, "smooth_down_span": 3.0}
+    )
+    seed_everything(0)
+    model = uc.build_model()
+    train = uc.client_dataset(generated_bearings, ["Bearing1_1", "Bearing1_2"])
+    train_epochs(model, train.x, train.y, epochs=5, lr=0.01, batch_size=16, seed=0)  # varied predictions
+    groups = uc.eval_datasets(generated_bearings, ["Bearing1_3"])
+    table = uc.predict_table(model, generated_bearings, all_rows=True)
+    rows = table[table.bearing == "Bearing1_3"]
+    y = groups["Bearing1_3"].y
+    expected = float(np.sqrt(np.mean((rows.rul_hours.to_numpy() - y) ** 2)))
+    # predict_table rounds to 4 decimals
+    assert uc.evaluate(model, groups)["RMSE_Bearing1_3"] == pytest.approx(expected, abs=1e-3)
+    raw = load_usecase("BearingUseCase", {**MLP, "elapsed": False, "smooth_span": 0.0})
+    assert raw.evaluate(model, groups)["RMSE_Bearing1_3"] != pytest.approx(expected, abs=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +68,14 @@ class BearingParams(UseCaseParams):
     balance_bearings: bool = True
     #: Where prepared arrays are cached (default: next to the data, else the user cache).
     cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class BearingEvalSet(ArrayDataset):
+    """One bearing's evaluation rows in time order, with the elapsed hours of each snapshot that
+    the failure-time smoothing needs, so round metrics match what ``predict`` reports."""
+
+    elapsed_hours: np.ndarray | None = None
 
 
 def balance_repeats(counts: Sequence[int]) -> list[int]:
@@ -168,7 +177,12 @@ class BearingUseCase(UseCase):
         return self._dataset(self._bearings(data_path, selection))
 
     def eval_datasets(self, data_path: Path, names: Sequence[str]) -> dict[str, ArrayDataset]:
-        return {k: self._dataset({k: b}) for k, b in self._bearings(data_path, names).items()}
+        out: dict[str, ArrayDataset] = {}
+        for k, b in self._bearings(data_path, names).items():
+            ds = self._dataset({k: b})
+            elapsed = (b.timestamps - b.timestamps[0]) / SECONDS_PER_HOUR
+            out[k] = BearingEvalSet(ds.x, ds.y, elapsed_hours=elapsed)
+        return out
 
     def data_summary(self, data_path: Path, selection: Sequence[str] | None) -> dict[str, Any]:
         bearings = self._bearings(data_path, selection)
@@ -210,15 +224,18 @@ class BearingUseCase(UseCase):
 
     def evaluate(self, model: nn.Module, groups: Mapping[str, ArrayDataset]) -> dict[str, float]:
         """RMSE, MAE, PCC per bearing and mean, on the point predictions as ``predict`` reports
-        them (floored at 0, smoothed when configured; the elapsed hours the smoothing needs are
-        the last input column of the ``mlp`` inputs)."""
+        them (smoothed when configured, then floored at 0); the elapsed hours the smoothing needs
+        come with :meth:`eval_datasets` (else the last input column when ``elapsed`` is on)."""
         out = {}
         for k, g in groups.items():
             pred = predict(model, g.x)
             if self.params.model == "mlp":
+                elapsed = getattr(g, "elapsed_hours", None)
+                if elapsed is None and self.params.elapsed:
+                    elapsed = g.x[:, -1]
+                if elapsed is not None:
+                    pred = self.postprocess(pred[:, None], np.asarray(elapsed, dtype=np.float64))[:, 0]
                 pred = np.maximum(pred, 0.0)  # as predict_bearing: no RUL is negative
-            if self.params.model == "mlp" and self.params.elapsed:
-                pred = self.postprocess(pred[:, None], np.asarray(g.x[:, -1], dtype=np.float64))[:, 0]
             out[k] = (g.y, pred)
         return regression_report(out)
 

@@ -609,8 +609,9 @@ def write_markdown(
             "snapshots, span in snapshots of 10 s; asymmetric: an earlier implied failure time pulls "
             "the estimate with the `down` span, a later one with the `span`). `balanced`: a client's "
             "shorter-lived bearing is repeated so its two bearings weigh about the same. The 2021 "
-            "reference row is the CNN of the final table under the same protocol. The test bearings "
-            "play no part in a choice.",
+            "reference row is the CNN of the final table under the same protocol. `80% cov.`: coverage of "
+            "the interval at the use case's default `interval_scale` (the winner's factor is calibrated "
+            "below). The test bearings play no part in a choice.",
             "",
             "| " + " | ".join(SEL_COLS) + " |",
             "|" + "---|" * len(SEL_COLS),

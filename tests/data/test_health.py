@@ -61,3 +61,22 @@ def test_failure_time_smoothing() -> None:
     np.testing.assert_array_equal(smooth_failure_time(noisy, elapsed, 0.0), noisy)
     # causal: the first k smoothed values depend on the first k predictions only
     np.testing.assert_allclose(smooth_failure_time(noisy[:40], elapsed[:40], 20.0), smoothed[:40])
+
+
+def test_asymmetric_failure_time_smoothing_follows_earlier_failures_fast() -> None:
+    elapsed = np.arange(200) / 10.0
+    exact = 30.0 - elapsed
+    np.testing.assert_allclose(smooth_failure_time(exact, elapsed, 100.0, down_span=5.0), exact)
+    # from snapshot 100 on the evidence says the bearing fails 10 h earlier
+    drop = np.where(np.arange(200) < 100, exact, exact - 10.0)
+    sym = smooth_failure_time(drop, elapsed, 100.0)
+    asym = smooth_failure_time(drop, elapsed, 100.0, down_span=5.0)
+    assert abs(asym[120] - drop[120]) < 0.1 < abs(sym[120] - drop[120])
+    # a single healthy-looking outlier (10 h later) barely moves the asymmetric estimate
+    spike = exact.copy()
+    spike[100] += 10.0
+    asym_spike = smooth_failure_time(spike, elapsed, 100.0, down_span=5.0)
+    assert abs(asym_spike[100] - exact[100]) < 0.25
+    assert np.all(asym_spike >= 0.0)
+    # causal: the first k values depend on the first k predictions only
+    np.testing.assert_allclose(smooth_failure_time(drop[:110], elapsed[:110], 100.0, 5.0), asym[:110])

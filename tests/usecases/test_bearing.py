@@ -96,8 +96,8 @@ def test_point_models_have_no_interval_columns(generated_bearings: Path) -> None
 
 
 def test_failure_time_smoothing_is_applied_per_bearing(generated_bearings: Path) -> None:
-    raw = load_usecase("BearingUseCase", MLP)
-    smooth = load_usecase("BearingUseCase", {**MLP, "smooth_span": 10.0})
+    raw = load_usecase("BearingUseCase", {**MLP, "smooth_span": 0.0})
+    smooth = load_usecase("BearingUseCase", {**MLP, "smooth_span": 10.0, "smooth_down_span": None})
     seed_everything(0)
     model = raw.build_model()
     a = raw.predict_table(model, generated_bearings, all_rows=True)
@@ -109,3 +109,66 @@ def test_failure_time_smoothing_is_applied_per_bearing(generated_bearings: Path)
     fa = (a.elapsed_hours + a.rul_hours).groupby(a.bearing).std().mean()
     fb = (b.elapsed_hours + b.rul_hours).groupby(b.bearing).std().mean()
     assert fb < fa
+
+
+def test_asymmetric_smoothing_is_more_conservative(generated_bearings: Path) -> None:
+    sym = load_usecase("BearingUseCase", {**MLP, "smooth_span": 50.0, "smooth_down_span": None})
+    asym = load_usecase("BearingUseCase", {**MLP, "smooth_span": 50.0, "smooth_down_span": 2.0})
+    seed_everything(0)
+    model = sym.build_model()
+    a = sym.predict_table(model, generated_bearings, all_rows=True)
+    b = asym.predict_table(model, generated_bearings, all_rows=True)
+    # following earlier implied failure times faster gives a lower RUL on average, never a later one
+    # at the start
+    assert b.rul_hours.mean() < a.rul_hours.mean()
+    first = a.groupby("bearing").head(1).index
+    np.testing.assert_allclose(a.rul_hours[first], b.rul_hours[first], atol=1e-4)
+    with pytest.raises(UseCaseError, match="smooth_down_span"):
+        load_usecase("BearingUseCase", {**MLP, "smooth_down_span": 0.5})
+
+
+def test_balance_repeats() -> None:
+    from kosmos_fl.usecases.bearing import balance_repeats
+
+    assert balance_repeats([2803, 871]) == [1, 3]
+    assert balance_repeats([911, 797]) == [1, 1]
+    assert balance_repeats([10, 0]) == [1, 1]
+    assert balance_repeats([]) == []
+
+
+def test_balanced_client_dataset_repeats_the_shorter_bearing(generated_bearings: Path) -> None:
+    names = ["Bearing1_1", "Bearing1_2"]
+    plain = load_usecase("BearingUseCase", {**MLP, "balance_bearings": False})
+    balanced = load_usecase("BearingUseCase", {**MLP, "balance_bearings": True})
+    sizes = [len(plain.client_dataset(generated_bearings, [n])) for n in names]
+    a = plain.client_dataset(generated_bearings, names)
+    b = balanced.client_dataset(generated_bearings, names)
+    from kosmos_fl.usecases.bearing import balance_repeats
+
+    assert len(a) == sum(sizes)
+    assert len(b) == sum(n * r for n, r in zip(sizes, balance_repeats(sizes), strict=True))
+    # the same rows, only repeated: every distinct target of the plain set is there
+    assert set(np.round(a.y, 5)) == set(np.round(b.y, 5))
+    # evaluation sets are one bearing each and never repeated
+    assert len(balanced.eval_datasets(generated_bearings, ["Bearing1_3"])["Bearing1_3"]) == len(
+        plain.eval_datasets(generated_bearings, ["Bearing1_3"])["Bearing1_3"]
+    )
+
+
+def test_round_metrics_score_the_predictions_predict_reports(generated_bearings: Path) -> None:
+    uc = load_usecase(
+        "BearingUseCase", {**MLP, "elapsed": False, "smooth_span": 20.0, "smooth_down_span": 3.0}
+    )
+    seed_everything(0)
+    model = uc.build_model()
+    train = uc.client_dataset(generated_bearings, ["Bearing1_1", "Bearing1_2"])
+    train_epochs(model, train.x, train.y, epochs=5, lr=0.01, batch_size=16, seed=0)  # varied predictions
+    groups = uc.eval_datasets(generated_bearings, ["Bearing1_3"])
+    table = uc.predict_table(model, generated_bearings, all_rows=True)
+    rows = table[table.bearing == "Bearing1_3"]
+    y = groups["Bearing1_3"].y
+    expected = float(np.sqrt(np.mean((rows.rul_hours.to_numpy() - y) ** 2)))
+    # predict_table rounds to 4 decimals
+    assert uc.evaluate(model, groups)["RMSE_Bearing1_3"] == pytest.approx(expected, abs=1e-3)
+    raw = load_usecase("BearingUseCase", {**MLP, "elapsed": False, "smooth_span": 0.0})
+    assert raw.evaluate(model, groups)["RMSE_Bearing1_3"] != pytest.approx(expected, abs=1e-3)

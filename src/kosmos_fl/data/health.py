@@ -116,17 +116,34 @@ def n_health_inputs(
     return n_features * (max(len(spans), 1) + int(running_max)) + 2 * int(operating_condition) + int(elapsed)
 
 
-def smooth_failure_time(rul_hours: np.ndarray, elapsed_hours: np.ndarray, span: float) -> np.ndarray:
+def smooth_failure_time(
+    rul_hours: np.ndarray, elapsed_hours: np.ndarray, span: float, down_span: float | None = None
+) -> np.ndarray:
     """Causal smoothing of one bearing's RUL predictions (rows in time order).
 
     Each prediction implies a failure time ``elapsed + rul``; a bearing has one failure time, so
     the running EWMA of the implied failure times (span in snapshots) is a better estimate than
     any single one, and ``smoothed - elapsed`` (floored at 0) is the RUL that decreases by one hour
     per hour unless the evidence changes. ``span <= 1`` returns the predictions unchanged.
+
+    ``down_span`` (snapshots) makes the smoothing asymmetric: an implied failure time earlier than
+    the current estimate pulls it with this span, a later one with ``span``. Damage does not heal,
+    so evidence of an earlier failure should act within minutes, while a healthy-looking snapshot
+    only slowly postpones the estimate; a late RUL is the costly error in maintenance (and in the
+    PHM 2012 score). ``None`` = symmetric.
     """
     rul = np.asarray(rul_hours, dtype=np.float64)
     if span <= 1 or rul.size == 0:
         return rul.copy()
     t = np.asarray(elapsed_hours, dtype=np.float64)
-    failure = ewma((t + rul)[:, None], span)[:, 0]
+    implied = t + rul
+    if down_span is None:
+        failure = ewma(implied[:, None], span)[:, 0]
+    else:
+        up, down = 2.0 / (span + 1.0), 2.0 / (max(down_span, 1.0) + 1.0)
+        failure = np.empty_like(implied)
+        est = implied[0]
+        for i, x in enumerate(implied):
+            est += (down if x < est else up) * (x - est)
+            failure[i] = est
     return np.maximum(failure - t, 0.0)

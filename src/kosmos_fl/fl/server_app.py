@@ -394,6 +394,16 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
     }
 
 
+def registered_params(usecase: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The use-case parameters the model was trained with, defaults resolved, so ``predict``
+    prepares inputs and post-processes exactly as in training even after a default changes;
+    ``cache_dir`` is a host-local path and stays out."""
+    params = getattr(usecase, "params", None)
+    if params is None or not hasattr(params, "model_dump"):
+        return dict(given)
+    return {k: v for k, v in params.model_dump(mode="json").items() if k != "cache_dir"}
+
+
 def _log_model(spec: SessionSpec, usecase: Any, model: Any, groups: dict[str, Any]) -> tuple[str, str]:
     """Log the final global model with a signature and register it; returns its models:/ URI."""
     import mlflow
@@ -406,7 +416,7 @@ def _log_model(spec: SessionSpec, usecase: Any, model: Any, groups: dict[str, An
     metadata = {
         "kosmos_usecase": spec.usecase_name,
         "kosmos_usecase_version": spec.usecase_version,
-        "kosmos_usecase_params": json.dumps(spec.usecase_params),
+        "kosmos_usecase_params": json.dumps(registered_params(usecase, spec.usecase_params)),
         "kosmos_session_id": spec.session_id,
         "target_unit": usecase.target_unit,
     }

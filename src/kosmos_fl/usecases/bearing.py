@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,8 +38,9 @@ class BearingParams(UseCaseParams):
     elapsed: bool = False
     #: ``mlp``: add the shaft speed and load of the bearing's operating condition.
     operating_condition: bool = True
-    #: ``mlp``: features relative to the mean of the bearing's first ``baseline`` snapshots; 0 = off.
-    baseline: int = 30
+    #: ``mlp``: features relative to the mean of the bearing's first ``baseline`` snapshots; 0 = off
+    #: (absolute features validated better on unseen bearings, docs/RESULTS.md).
+    baseline: int = 0
     #: ``mlp``: standardise the feature inputs with batch-norm. Off: federated batch-norm
     #: statistics are averages of per-client ones, which fit no client (docs/RESULTS.md).
     batch_norm: bool = False
@@ -51,19 +53,45 @@ class BearingParams(UseCaseParams):
     #: learn the spread on the training bearings, which a model fits far better than a bearing it
     #: has never seen; the factor that makes the interval cover 80 % in leave-one-bearing-out
     #: validation on the training bearings (bench/bench_accuracy.py) corrects that.
-    interval_scale: float = Field(13.22, gt=0)
+    interval_scale: float = Field(5.06, gt=0)
     #: ``mlp``: span (snapshots) of the running mean of implied failure times applied to each
     #: bearing's predictions (:func:`~kosmos_fl.data.health.smooth_failure_time`); 0 = off.
-    smooth_span: float = 0.0
+    #: 1000 snapshots (about 3 h at one per 10 s) with ``smooth_down_span`` 30 (5 min) and
+    #: ``balance_bearings``: the selection's winner.
+    smooth_span: float = 1000.0
+    #: ``mlp``: with ``smooth_span``, the span (snapshots) with which an earlier implied failure
+    #: time pulls the estimate (asymmetric smoothing, see ``smooth_failure_time``); None = symmetric.
+    smooth_down_span: float | None = Field(30.0, ge=1)
+    #: ``mlp``: repeat the snapshots of a client's shorter-lived bearings so each of its bearings
+    #: weighs about the same in training (the metrics weigh every bearing equally; unbalanced, a
+    #: long-lived bearing's many large RULs set the prediction for every healthy-looking snapshot).
+    balance_bearings: bool = True
     #: Where prepared arrays are cached (default: next to the data, else the user cache).
     cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class BearingEvalSet(ArrayDataset):
+    """One bearing's evaluation rows in time order, with the elapsed hours of each snapshot that
+    the failure-time smoothing needs, so round metrics match what ``predict`` reports."""
+
+    elapsed_hours: np.ndarray | None = None
+
+
+def balance_repeats(counts: Sequence[int]) -> list[int]:
+    """How often to repeat each bearing's rows so every bearing has about as many rows as the
+    longest: ``round(max / n)``, at least 1 (empty bearings: 1)."""
+    top = max(counts, default=0)
+    return [max(1, round(top / n)) if n > 0 else 1 for n in counts]
 
 
 class BearingUseCase(UseCase):
     """Predict a bearing's remaining useful life in hours from one vibration snapshot."""
 
     name = "BearingUseCase"
-    version = "1.0"
+    #: 1.1: mlp defaults changed (absolute features, balanced bearings, asymmetric smoothing);
+    #: a 1.0 model registered with its defaults unresolved would get other inputs, so it is refused.
+    version = "1.1"
     target_unit = "hours"
     Params = BearingParams
     params: BearingParams
@@ -95,7 +123,9 @@ class BearingUseCase(UseCase):
         if self.params.model != "mlp" or self.params.smooth_span <= 1:
             return pred
         cols = [
-            smooth_failure_time(pred[:, i], elapsed_hours, self.params.smooth_span)
+            smooth_failure_time(
+                pred[:, i], elapsed_hours, self.params.smooth_span, self.params.smooth_down_span
+            )
             for i in range(pred.shape[1])
         ]
         return np.stack(cols, axis=1)
@@ -103,9 +133,14 @@ class BearingUseCase(UseCase):
     def predict_bearing(self, model: nn.Module, b: ProcessedBearing) -> np.ndarray:
         """``(n, k)`` predictions in hours for every snapshot of one bearing: the point estimate
         first, then the interval bounds when the model has quantile heads."""
-        pred = predict_heads(model, self._inputs(b))
+        return self.finish(predict_heads(model, self._inputs(b)), b)
+
+    def finish(self, heads: np.ndarray, b: ProcessedBearing) -> np.ndarray:
+        """A model's raw heads on bearing ``b`` as :meth:`predict_bearing` reports them
+        (smoothed, floored, interval widened), so a benchmark can score kept model outputs
+        under other post-processing settings exactly as ``predict`` would."""
         elapsed = (b.timestamps - b.timestamps[0]) / SECONDS_PER_HOUR
-        return self.widen(self.postprocess(pred, elapsed))
+        return self.widen(self.postprocess(heads, elapsed))
 
     def widen(self, pred: np.ndarray) -> np.ndarray:
         """Point estimate and interval bounds floored at 0 hours (no RUL is negative), the bounds
@@ -124,15 +159,30 @@ class BearingUseCase(UseCase):
     def _dataset(self, bearings: Mapping[str, ProcessedBearing]) -> ArrayDataset:
         if not bearings:
             raise DataError("no bearings selected: check data_path and the bearing names")
-        x = np.concatenate([self._inputs(b) for b in bearings.values()])
-        y = np.concatenate([b.rul_seconds / SECONDS_PER_HOUR for b in bearings.values()])
+        reps = [1] * len(bearings)
+        if self.params.model == "mlp" and self.params.balance_bearings:
+            reps = balance_repeats([len(b.rul_seconds) for b in bearings.values()])
+        x = np.concatenate(
+            [np.tile(self._inputs(b), (r, 1)) for b, r in zip(bearings.values(), reps, strict=True)]
+        )
+        y = np.concatenate(
+            [
+                np.tile(b.rul_seconds / SECONDS_PER_HOUR, r)
+                for b, r in zip(bearings.values(), reps, strict=True)
+            ]
+        )
         return ArrayDataset(x.astype(np.float32, copy=False), y.astype(np.float32))
 
     def client_dataset(self, data_path: Path, selection: Sequence[str] | None) -> ArrayDataset:
         return self._dataset(self._bearings(data_path, selection))
 
     def eval_datasets(self, data_path: Path, names: Sequence[str]) -> dict[str, ArrayDataset]:
-        return {k: self._dataset({k: b}) for k, b in self._bearings(data_path, names).items()}
+        out: dict[str, ArrayDataset] = {}
+        for k, b in self._bearings(data_path, names).items():
+            ds = self._dataset({k: b})
+            elapsed = (b.timestamps - b.timestamps[0]) / SECONDS_PER_HOUR
+            out[k] = BearingEvalSet(ds.x, ds.y, elapsed_hours=elapsed)
+        return out
 
     def data_summary(self, data_path: Path, selection: Sequence[str] | None) -> dict[str, Any]:
         bearings = self._bearings(data_path, selection)
@@ -174,15 +224,18 @@ class BearingUseCase(UseCase):
 
     def evaluate(self, model: nn.Module, groups: Mapping[str, ArrayDataset]) -> dict[str, float]:
         """RMSE, MAE, PCC per bearing and mean, on the point predictions as ``predict`` reports
-        them (floored at 0, smoothed when configured; the elapsed hours the smoothing needs are
-        the last input column of the ``mlp`` inputs)."""
+        them (smoothed when configured, then floored at 0); the elapsed hours the smoothing needs
+        come with :meth:`eval_datasets` (else the last input column when ``elapsed`` is on)."""
         out = {}
         for k, g in groups.items():
             pred = predict(model, g.x)
             if self.params.model == "mlp":
+                elapsed = getattr(g, "elapsed_hours", None)
+                if elapsed is None and self.params.elapsed:
+                    elapsed = g.x[:, -1]
+                if elapsed is not None:
+                    pred = self.postprocess(pred[:, None], np.asarray(elapsed, dtype=np.float64))[:, 0]
                 pred = np.maximum(pred, 0.0)  # as predict_bearing: no RUL is negative
-            if self.params.model == "mlp" and self.params.elapsed:
-                pred = self.postprocess(pred[:, None], np.asarray(g.x[:, -1], dtype=np.float64))[:, 0]
             out[k] = (g.y, pred)
         return regression_report(out)
 

@@ -25,7 +25,7 @@ from kosmos_fl.usecases import load_usecase
 console = Console()
 NUM_CLIENTS = 3
 #: Rounds of the demo on generated bearings when neither ``--rounds`` nor ``--data`` is given: the
-#: configured rounds are tuned for the real bearings (40 in config.yaml); the generated demo is a
+#: configured rounds are tuned for the real bearings (13 in config.yaml); the generated demo is a
 #: quick look at the machinery and keeps its 3-minute goal with fewer rounds.
 GENERATED_DEMO_ROUNDS = 10
 

@@ -292,10 +292,21 @@ class KosmosClient:
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.done.wait(), self.config.retry_initial)
+            # the Engine.IO transport may still be closing; connect() refuses until it has
+            for _ in range(100):
+                if self.sio.eio.state == "disconnected" or self.done.is_set():
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                await self.sio.eio.disconnect(abort=True)
             if not self.done.is_set() and not self.sio.connected:
                 await self._connect()
         except KosmosError as exc:
             self._fatal = exc
+            self.done.set()
+        except Exception:  # never a silent end of reconnecting: say so and stop the client
+            log.exception("reconnecting to the server failed")
+            self._fatal = KosmosError("lost the server and could not reconnect; restart the client")
             self.done.set()
 
     async def _run(self) -> dict[str, Any] | None:

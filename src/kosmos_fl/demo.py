@@ -76,6 +76,13 @@ def run_demo(
     work_dir.mkdir(parents=True, exist_ok=True)
     config = config or (Path("config.yaml") if Path("config.yaml").is_file() else None)
     base = load_server_config(config)
+    if config is None:  # say so: the built-in values are the 2021 ones, not the tuned config.yaml
+        console.print(
+            "[yellow]No ./config.yaml here: using the built-in (2021) defaults; run from the project "
+            "folder or pass --config config.yaml for the tuned settings[/]"
+        )
+    else:
+        console.print(f"Config: {config}")
     if usecase != "BearingUseCase" and data is None:
         raise DataError(f"the {usecase} demo needs --data (its data file or folder)")
     data_dir = data.resolve() if data is not None else _generated_data(work_dir)

@@ -611,7 +611,7 @@ def write_markdown(
             "shorter-lived bearing is repeated so its two bearings weigh about the same. The 2021 "
             "reference row is the CNN of the final table under the same protocol. `80% cov.`: coverage of "
             "the interval at the use case's default `interval_scale` (the winner's factor is calibrated "
-            "below). The test bearings play no part in a choice.",
+            "below). No test-bearing number enters a choice (but see the caveat on the second round below).",
             "",
             "| " + " | ".join(SEL_COLS) + " |",
             "|" + "---|" * len(SEL_COLS),

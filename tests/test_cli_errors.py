@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kosmos_fl.config import load_client_config, load_server_config
@@ -88,6 +88,8 @@ documents = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=documents)
+@example(document=yaml.safe_dump({"0\n0": 1}))  # a key with a newline (found by hypothesis in CI)
+@example(document=yaml.safe_dump({"test_bearings": ["Bearing1\n3"], "num_clients": "x\ny"}))
 def test_any_config_document_loads_or_is_refused_in_one_line(tmp_path: Path, document: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(document, encoding="utf-8")

@@ -434,6 +434,11 @@ def _known_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
 
 
 def _format_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line naming the key and the fix (control characters in user keys or values escaped)."""
+    return _describe(exc, model).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _describe(exc: ValidationError, model: type[BaseModel]) -> str:
     first = exc.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(root)"
     if first["type"] == "extra_forbidden":

@@ -243,7 +243,7 @@ def run_simulation(
             "install the extra: pip install 'kosmos-fl[simulation]'"
         ) from None
     from kosmos_fl.fl.tracking import create_session_run
-    from kosmos_fl.usecases import load_usecase, usecase_class
+    from kosmos_fl.usecases import load_usecase
 
     if num_clients < 1:
         raise KosmosError("--clients must be at least 1")
@@ -253,7 +253,7 @@ def run_simulation(
     session_id = time.strftime("sim-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     out_dir = (work_dir / "sessions" / session_id).resolve()
     nodes_dir = out_dir / "nodes"
-    version = usecase_class(usecase_name).version
+    version = usecase.version
     run_id = create_session_run(
         mlflow_uri,
         experiment,

@@ -78,6 +78,11 @@ class BearingEvalSet(ArrayDataset):
     elapsed_hours: np.ndarray | None = None
 
 
+def hours_since_start(b: ProcessedBearing) -> np.ndarray:
+    """Hours since the bearing's first snapshot, per snapshot (what the smoothing runs on)."""
+    return (b.timestamps - b.timestamps[0]) / SECONDS_PER_HOUR
+
+
 def balance_repeats(counts: Sequence[int]) -> list[int]:
     """How often to repeat each bearing's rows so every bearing has about as many rows as the
     longest: ``round(max / n)``, at least 1 (empty bearings: 1)."""
@@ -139,8 +144,7 @@ class BearingUseCase(UseCase):
         """A model's raw heads on bearing ``b`` as :meth:`predict_bearing` reports them
         (smoothed, floored, interval widened), so a benchmark can score kept model outputs
         under other post-processing settings exactly as ``predict`` would."""
-        elapsed = (b.timestamps - b.timestamps[0]) / SECONDS_PER_HOUR
-        return self.widen(self.postprocess(heads, elapsed))
+        return self.widen(self.postprocess(heads, hours_since_start(b)))
 
     def widen(self, pred: np.ndarray) -> np.ndarray:
         """Point estimate and interval bounds floored at 0 hours (no RUL is negative), the bounds
@@ -162,15 +166,11 @@ class BearingUseCase(UseCase):
         reps = [1] * len(bearings)
         if self.params.model == "mlp" and self.params.balance_bearings:
             reps = balance_repeats([len(b.rul_seconds) for b in bearings.values()])
-        x = np.concatenate(
-            [np.tile(self._inputs(b), (r, 1)) for b, r in zip(bearings.values(), reps, strict=True)]
-        )
-        y = np.concatenate(
-            [
-                np.tile(b.rul_seconds / SECONDS_PER_HOUR, r)
-                for b, r in zip(bearings.values(), reps, strict=True)
-            ]
-        )
+        xs, ys = [], []
+        for b, r in zip(bearings.values(), reps, strict=True):
+            xs.append(np.tile(self._inputs(b), (r, 1)))
+            ys.append(np.tile(b.rul_seconds / SECONDS_PER_HOUR, r))
+        x, y = np.concatenate(xs), np.concatenate(ys)
         return ArrayDataset(x.astype(np.float32, copy=False), y.astype(np.float32))
 
     def client_dataset(self, data_path: Path, selection: Sequence[str] | None) -> ArrayDataset:
@@ -180,8 +180,7 @@ class BearingUseCase(UseCase):
         out: dict[str, ArrayDataset] = {}
         for k, b in self._bearings(data_path, names).items():
             ds = self._dataset({k: b})
-            elapsed = (b.timestamps - b.timestamps[0]) / SECONDS_PER_HOUR
-            out[k] = BearingEvalSet(ds.x, ds.y, elapsed_hours=elapsed)
+            out[k] = BearingEvalSet(ds.x, ds.y, elapsed_hours=hours_since_start(b))
         return out
 
     def data_summary(self, data_path: Path, selection: Sequence[str] | None) -> dict[str, Any]:
@@ -248,7 +247,7 @@ class BearingUseCase(UseCase):
                 "bearing": name,
                 "rul_hours": np.round(heads[idx, 0], 4),
                 "snapshot": idx + 1,
-                "elapsed_hours": np.round((b.timestamps[idx] - b.timestamps[0]) / SECONDS_PER_HOUR, 4),
+                "elapsed_hours": np.round(hours_since_start(b)[idx], 4),
             }
             if heads.shape[1] >= 3:  # quantile heads: the interval, appended so old columns keep their place
                 cols["rul_hours_low"] = np.round(heads[idx, 1], 4)

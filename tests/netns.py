@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,22 @@ def netns_hosts() -> Iterator[Callable[[int], NetHosts]]:
         if net.leftovers():
             problems.append(f"left behind: {net.leftovers()}")
     assert not problems, f"simulated hosts were not removed: {problems}"
+
+
+def start_lan_server(fed: Any, generated_bearings: Path, experiment: str, **extra: Any) -> Any:
+    """A KOSMoS server for the simulated hosts: listening on every interface (the hosts reach it at
+    :attr:`NetHosts.gateway`), plain traffic on the private test network (TLS has its own tests),
+    one test bearing, the 2021 feature network; ``extra`` adds or overrides config keys."""
+    config: dict[str, Any] = {
+        "num_clients": 3,
+        "n_federated_train_epoch": 1,
+        "data_path": str(generated_bearings),
+        "socketio_address": f"0.0.0.0:{fed.sio_port}",
+        "flwr_server_address": f"0.0.0.0:{fed.flwr_port}",
+        "insecure": True,
+        "test_bearings": ["Bearing1_3"],
+        "mlflow_experiment_name": experiment,
+        "usecase": {"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
+        **extra,
+    }
+    return fed.start_server(timeout=240, **config)  # a loaded CI machine imports Flower slowly

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 
 from kosmos_fl.localfed import LocalFederation as Federation
-from tests.netns import NetHosts, netns_hosts  # noqa: F401 - the fixture
+from tests.netns import NetHosts, netns_hosts, start_lan_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +25,7 @@ def test_three_hosts_train_one_model(
 ) -> None:
     net = netns_hosts(3)
     fed = federation
-    fed.start_server(
-        timeout=240,  # a loaded CI machine imports Flower slowly
-        num_clients=3, n_federated_train_epoch=2, data_path=str(generated_bearings),
-        socketio_address=f"0.0.0.0:{fed.sio_port}", flwr_server_address=f"0.0.0.0:{fed.flwr_port}",
-        insecure=True,  # plain traffic on a private test network (TLS has its own tests)
-        test_bearings=["Bearing1_3"], mlflow_experiment_name="multihost",
-        usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
-    )  # fmt: skip
+    start_lan_server(fed, generated_bearings, "multihost", n_federated_train_epoch=2)
     bearings = [["Bearing1_1"], ["Bearing1_2"], ["Bearing2_1", "Bearing2_2"]]
     clients = [
         fed.start_client(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kosmos_fl.localfed import LocalFederation as Federation
-from tests.netns import NetHosts, netns_hosts  # noqa: F401 - the fixture
+from tests.netns import NetHosts, netns_hosts, start_lan_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -48,13 +48,8 @@ def test_cut_client_is_dropped_and_the_others_train(
 ) -> None:
     net = netns_hosts(3)
     fed = federation
-    fed.start_server(
-        timeout=240,  # a loaded CI machine imports Flower slowly
-        num_clients=2, n_federated_train_epoch=1, data_path=str(generated_bearings),
-        socketio_address=f"0.0.0.0:{fed.sio_port}", flwr_server_address=f"0.0.0.0:{fed.flwr_port}",
-        insecure=True,  # plain traffic on a private test network (TLS has its own tests)
-        test_bearings=["Bearing1_3"], mlflow_experiment_name="netcut",
-        usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
+    start_lan_server(
+        fed, generated_bearings, "netcut", num_clients=2,
         limits={"ping_interval": PING_INTERVAL, "ping_timeout": PING_TIMEOUT},
     )  # fmt: skip
     common = {

@@ -3,6 +3,8 @@ SuperLink/SuperNodes, a real MLflow store) run a whole session on generated bear
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,13 @@ def test_two_clients_two_rounds_end_to_end(federation: Federation, generated_bea
     assert done["status"] == "completed", done
     for c in clients:
         assert c.proc.wait(60) == 0, c.tail(30)
+
+    # the SuperNodes' pulls after their replies were held until the next round's message existed,
+    # instead of each node sleeping out Flower's 3 s idle interval (security/fleet_proxy.py)
+    with urllib.request.urlopen(f"{federation.url}/metrics", timeout=10) as resp:
+        scraped = resp.read().decode()
+    held = re.search(r'^kosmos_fleet_held_pulls_total\{outcome="message"\} (\S+)$', scraped, re.M)
+    assert held and float(held.group(1)) >= 1, [ln for ln in scraped.splitlines() if "held" in ln]
 
     uri = tracking_uri(str(federation.root / "mlruns"))
     ml = MlflowClient(tracking_uri=uri)

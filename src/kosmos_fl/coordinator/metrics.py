@@ -132,6 +132,12 @@ class FederationMetrics:
             ["reason"],
             registry=r,
         )
+        self.fleet_held_pulls = Counter(
+            "kosmos_fleet_held_pulls",
+            "SuperNode pulls the server held (long poll) until a message came or the hold ended, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.errors = Counter(
             "kosmos_errors", "Warnings and errors logged by the server, by level", ["level"], registry=r
         )

@@ -560,6 +560,8 @@ class Coordinator:
             self._fleet_proxy = await start_fleet_proxy(
                 host, port, f"{'https' if sec.tls else 'http'}://127.0.0.1:{internal}",
                 sec.upstream_ssl(), sec.server_ssl(),
+                hold=self.config.fleet_long_poll, holding=lambda: self.session is not None,
+                on_held=lambda outcome: self.dashboard.metrics.fleet_held_pulls.labels(outcome=outcome).inc(),
             )  # fmt: skip
         except OSError as exc:
             self.stop()

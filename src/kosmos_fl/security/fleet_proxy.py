@@ -8,19 +8,39 @@ puts this proxy on ``flwr_server_address``: it forwards ``/v1/fleet/*`` requests
 (including the SuperNode's signature headers, which the SuperLink checks) and answers 404 to
 everything else. The proxy terminates TLS with the server certificate and talks TLS to the
 SuperLink, verifying it against the CA.
+
+While a session runs, the proxy also long-polls for the SuperNodes: a Flower 1.42 SuperNode that
+finds no message sleeps 3 s before it asks again, and it asks right after pushing its reply, before
+the server can have aggregated and sent the next round. So every round would wait out that sleep.
+An empty ``pull-messages`` answer is instead held here, asking the SuperLink again every few tens
+of milliseconds, until a message exists, ``hold`` seconds have passed (well under the SuperNode's
+30 s request timeout) or the session ends. The SuperNode itself is unchanged, and the SuperLink
+still decides what each node gets: the proxy only repeats the node's own signed request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
+import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
+from flwr.proto.fleet_pb2 import PullMessagesResponse
+from google.protobuf.message import DecodeError
 
 log = logging.getLogger("kosmos_fl.fleet_proxy")
 
 FLEET_PREFIX = "/v1/fleet/"
+PULL_MESSAGES = "/v1/fleet/pull-messages"
+#: Seconds between repeated pulls while holding: the first ones come quickly (the next round is
+#: usually sent within a few hundred ms of the last reply), then back off to spare the SuperLink.
+REPOLL_FIRST, REPOLL_MAX = 0.02, 0.25
+#: An upstream answer: status, headers to pass on, body.
+Answer = tuple[int, dict[str, str], bytes]
 #: Largest request/response forwarded (model weights travel in Fleet messages).
 MAX_BODY = 1 << 30
 _HOP_BY_HOP = {
@@ -40,17 +60,72 @@ _HOP_BY_HOP = {
 class FleetProxy:
     """Forwards Fleet API calls from the network to a loopback SuperLink; nothing else."""
 
-    def __init__(self, upstream: str, upstream_ssl: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        upstream_ssl: ssl.SSLContext | None,
+        hold: float = 0.0,
+        holding: Callable[[], bool] = lambda: True,
+        on_held: Callable[[str], None] | None = None,
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.upstream_ssl = upstream_ssl
+        #: Longest wait (s) for a message when a pull finds none; 0 forwards every answer at once.
+        self.hold = hold
+        #: Whether messages can come at all (the coordinator: a session is running).
+        self.holding = holding
+        #: Told ``"message"`` or ``"empty"`` after each held pull (the coordinator's /metrics).
+        self.on_held = on_held
         self.session: aiohttp.ClientSession | None = None
+        self._closing = asyncio.Event()
         self.app = web.Application(client_max_size=MAX_BODY)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.app.on_shutdown.append(self._shutdown)
         self.app.on_cleanup.append(self._close)
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        self._closing.set()  # held pulls answer now instead of delaying the shutdown
 
     async def _close(self, _app: web.Application) -> None:
         if self.session is not None:
             await self.session.close()
+
+    async def _forward(self, method: str, path_qs: str, headers: dict[str, str], body: bytes) -> Answer:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.upstream_ssl if self.upstream_ssl else False),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                auto_decompress=False,
+            )
+        async with self.session.request(method, self.upstream + path_qs, headers=headers, data=body) as resp:
+            payload = await resp.read()
+            out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP}
+            return resp.status, out, payload
+
+    async def _hold_pull(
+        self, request: web.Request, headers: dict[str, str], body: bytes, first: Answer
+    ) -> Answer:
+        """Repeat an empty pull until it brings a message, the hold ends or nothing more can come."""
+        answer = first
+        deadline = time.monotonic() + self.hold
+        pause = REPOLL_FIRST
+        held = False
+        while _is_empty_pull(answer) and self.holding() and not self._closing.is_set():
+            left = deadline - time.monotonic()
+            transport = request.transport
+            if left <= 0 or transport is None or transport.is_closing():
+                break  # out of time, or the SuperNode went away: do not pull a message for nobody
+            held = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), min(pause, left))
+            pause = min(pause * 1.5, REPOLL_MAX)
+            try:
+                answer = await self._forward(request.method, request.path_qs, headers, body)
+            except aiohttp.ClientError:
+                break  # keep the empty answer we have; the SuperNode asks again later
+        if held and self.on_held is not None:
+            self.on_held("empty" if _is_empty_pull(answer) else "message")
+        return answer
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not request.path.startswith(FLEET_PREFIX) or ".." in request.path:
@@ -60,24 +135,29 @@ class FleetProxy:
             return web.json_response(
                 {"detail": "not found: only the Flower Fleet API is served on this address"}, status=404
             )
-        if self.session is None:
-            self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self.upstream_ssl if self.upstream_ssl else False),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                auto_decompress=False,
-            )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         body = await request.read()
         try:
-            async with self.session.request(
-                request.method, self.upstream + request.path_qs, headers=headers, data=body
-            ) as resp:
-                payload = await resp.read()
-                out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_BY_HOP}
-                return web.Response(status=resp.status, headers=out, body=payload)
+            answer = await self._forward(request.method, request.path_qs, headers, body)
         except aiohttp.ClientError as exc:
             log.error("Fleet API upstream %s failed: %s", self.upstream, exc)
             return web.json_response({"detail": "SuperLink unavailable"}, status=502)
+        if request.path == PULL_MESSAGES and self.hold > 0:
+            answer = await self._hold_pull(request, headers, body, answer)
+        status, out, payload = answer
+        return web.Response(status=status, headers=out, body=payload)
+
+
+def _is_empty_pull(answer: Answer) -> bool:
+    """A successful ``pull-messages`` answer with no message and no reconnect instruction."""
+    status, _headers, payload = answer
+    if status != 200:
+        return False
+    try:
+        reply = PullMessagesResponse.FromString(payload)
+    except DecodeError:
+        return False
+    return not reply.messages_list and not reply.HasField("reconnect")
 
 
 async def start_fleet_proxy(
@@ -86,10 +166,16 @@ async def start_fleet_proxy(
     upstream: str,
     upstream_ssl: ssl.SSLContext | None,
     server_ssl: ssl.SSLContext | None,
+    hold: float = 0.0,
+    holding: Callable[[], bool] = lambda: True,
+    on_held: Callable[[str], None] | None = None,
 ) -> web.AppRunner:
-    """Listen on ``host:port`` (TLS when ``server_ssl``) and forward Fleet calls to ``upstream``."""
-    proxy = FleetProxy(upstream, upstream_ssl)
-    runner = web.AppRunner(proxy.app, access_log=None)
+    """Listen on ``host:port`` (TLS when ``server_ssl``) and forward Fleet calls to ``upstream``.
+
+    ``hold`` > 0 long-polls empty pulls while ``holding()`` (see the module docstring).
+    """
+    proxy = FleetProxy(upstream, upstream_ssl, hold, holding, on_held)
+    runner = web.AppRunner(proxy.app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=server_ssl).start()
     return runner

@@ -2,18 +2,21 @@
 
     .venv/bin/python bench/bench_federation.py [--rounds 5] [--model mlp|cnn|ffnn] [--test-bearings 3]
 
-Runs the same session twice in one go, on generated bearings, with real processes on loopback:
-(a) baseline: Flower's own ClientApp start (a fresh Python process per message), and (b) kosmos-fl's
-warm SuperExec. Per round it prints the train phase (global model sent until the last reply), the
-slowest client's compute time (from the client's own clock) and their difference, the orchestration
-overhead; and the peak total memory (PSS, so shared pages count once) of every process of the
-federation (server, SuperLink, ServerApp, clients, SuperNodes, ClientApp processes).
+Runs the same session three times in one go, on generated bearings, with real processes on
+loopback: (a) baseline, Flower's own behaviour: a fresh ClientApp process per message and the
+SuperNode's 3 s idle polling; (b) kosmos-fl's warm SuperExec, still with 3 s polling
+(``fleet_long_poll: 0``); (c) the product's defaults: warm SuperExec and the server's long poll,
+which answers the pull a SuperNode makes right after its reply with the next round's message as
+soon as the server sends it. Per round it prints the train phase (global model sent until the last
+reply), the slowest client's compute time (from the client's own clock) and their difference, the
+orchestration overhead; and the peak total memory (PSS, so shared pages count once) of every
+process of the federation (server, SuperLink, ServerApp, clients, SuperNodes, ClientApp processes).
 Target (issue #3): overhead <= 3 s per round, < 4 GB in total.
 
-The defaults are the product's: the ``mlp`` model and the 11 test bearings of ``config.yaml``. The
-server evaluates between rounds while every SuperNode sleeps out its idle 3 s pull interval, so a
-longer evaluation hides part of that sleep from the train phase: the summary therefore also prints
-the overhead of the whole round including the server's evaluation, which does not depend on it.
+The defaults are the product's: the ``mlp`` model and the 11 test bearings of ``config.yaml``.
+Without the long poll the server evaluates between rounds while every SuperNode sleeps out its idle
+3 s, so a longer evaluation hides part of that sleep from the train phase: the summary therefore
+also prints the overhead of the whole round including the server's evaluation.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from kosmos_fl.config import DEFAULT_TEST_BEARINGS
+from kosmos_fl.config import DEFAULT_TEST_BEARINGS, ServerConfig
 from kosmos_fl.data.generate import generate_dataset
 from kosmos_fl.localfed import LocalFederation, read_progress
 
@@ -41,7 +44,7 @@ console = Console()
 VARIANTS = (
     ("baseline: Flower cold start, 3 s polling", False, 0.0),
     ("warm SuperExec, 3 s polling", True, 0.0),
-    ("warm SuperExec + long poll (defaults)", True, 10.0),
+    ("warm SuperExec + long poll (defaults)", True, ServerConfig.model_fields["fleet_long_poll"].default),
 )
 CLIENT_BEARINGS = [["Bearing1_1", "Bearing1_2"], ["Bearing2_1", "Bearing2_2"], ["Bearing3_1", "Bearing3_2"]]
 

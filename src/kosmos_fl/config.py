@@ -186,7 +186,7 @@ class ServerConfig(_Model):
     #: Seconds the server holds a SuperNode's empty pull while a session runs, answering as soon as
     #: the next message exists (long poll; security/fleet_proxy.py). 0: Flower's own 3 s idle polling.
     #: Kept below the SuperNode's 30 s request timeout.
-    fleet_long_poll: float = Field(10.0, ge=0, le=25)
+    fleet_long_poll: float = Field(20.0, ge=0, le=25)
     #: Seconds a connected client may take to send ``client_criteria`` before it is told it is missing.
     criteria_timeout: float = Field(30.0, gt=0)
     #: Updates a round needs to count (quorum); unset: all but one with 3+ clients, else all.

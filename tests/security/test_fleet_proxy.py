@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -19,16 +18,11 @@ from flwr.proto.fleet_pb2 import PullMessagesRequest, PullMessagesResponse
 from flwr.proto.message_pb2 import Message, Metadata
 from flwr.proto.node_pb2 import Node
 
+from kosmos_fl.fl.runtime import free_port
 from kosmos_fl.security.fleet_proxy import start_fleet_proxy
 
 PULL = "/v1/fleet/pull-messages"
 PROTOBUF = {"content-type": "application/protobuf", "flwr-timestamp": "signed-by-node"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

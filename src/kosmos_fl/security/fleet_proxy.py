@@ -106,11 +106,11 @@ class FleetProxy:
         self, request: web.Request, headers: dict[str, str], body: bytes, first: Answer
     ) -> Answer:
         """Repeat an empty pull until it brings a message, the hold ends or nothing more can come."""
-        answer = first
+        answer, empty = first, _is_empty_pull(first)
         deadline = time.monotonic() + self.hold
         pause = REPOLL_FIRST
         held = False
-        while _is_empty_pull(answer) and self.holding() and not self._closing.is_set():
+        while empty and self.holding() and not self._closing.is_set():
             left = deadline - time.monotonic()
             transport = request.transport
             if left <= 0 or transport is None or transport.is_closing():
@@ -123,8 +123,9 @@ class FleetProxy:
                 answer = await self._forward(request.method, request.path_qs, headers, body)
             except aiohttp.ClientError:
                 break  # keep the empty answer we have; the SuperNode asks again later
+            empty = _is_empty_pull(answer)
         if held and self.on_held is not None:
-            self.on_held("empty" if _is_empty_pull(answer) else "message")
+            self.on_held("empty" if empty else "message")
         return answer
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

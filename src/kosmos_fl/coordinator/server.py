@@ -325,6 +325,10 @@ class Coordinator:
                     await self.sio.emit("error", {"event": "session", "message": why}, to=sid)
                     await self.sio.disconnect(sid)
 
+    def _stable_name(self, sid: str) -> str:
+        rec = self.clients.get(sid)
+        return (rec.identity or rec.name or "") if rec else ""
+
     async def maybe_start_session(self) -> None:
         if len(self.waiting) >= self.config.num_clients:
             await self._drop_revoked()
@@ -346,6 +350,9 @@ class Coordinator:
                     resumed=point,
                 )
             else:
+                # client ids (and with them training seeds and a 2021 client's data) follow the
+                # clients' names, not the order they joined: same seed, same model
+                sids = sorted(sids, key=lambda sid: self._stable_name(sid))
                 session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
                 self.session = Session(
                     session_id=session_id,

@@ -64,6 +64,14 @@ def _client_metrics(replies: list[Message]) -> dict[str, float]:
     return out
 
 
+def _client_id(msg: Message) -> int:
+    """The session client id a reply reports (replies without one sort first)."""
+    try:
+        return int(msg.content["metrics"]["client-id"])
+    except (KeyError, TypeError, ValueError):
+        return -1
+
+
 def _latency_split(replies: list[Message], sent_at: float, received_at: float) -> dict[str, float]:
     """Where a train phase's time went, from the wall clocks of server and clients (only exact
     when they share a clock, as on loopback; across hosts it is as good as their NTP).
@@ -296,7 +304,8 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         )
         for cid, reason in screened.rejected:
             append_jsonl(progress, {"event": "rejected", "round": rnd, "client": cid, "reason": reason})
-        accepted = screened.accepted
+        # aggregate in client-id order, not arrival order: float sums depend on the order
+        accepted = sorted(screened.accepted, key=_client_id)
         if len(accepted) < spec.min_fit_clients or not accepted:
             dead = clients.dead()
             raise FederationError(

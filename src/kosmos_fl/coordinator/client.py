@@ -18,7 +18,7 @@ from typing import Any
 import socketio
 from pydantic import ValidationError
 
-from kosmos_fl.config import ClientConfig
+from kosmos_fl.config import ClientConfig, connect_url
 from kosmos_fl.coordinator.protocol import StartTrain
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.edge.site import EdgeSite, edge_criteria
@@ -39,8 +39,9 @@ def check_criteria(config: ClientConfig, base_dir: Path, edge: EdgeSite | None =
     except KosmosError as exc:
         return {"criteria_are_met": False, "reason": str(exc)}
     answer: dict[str, Any] = {"usecase": {"name": cls.name, "version": cls.version}}
-    selection = config.selection(None)
-    data_path = _resolve(config.data_path, base_dir)
+    site = config.site(None)  # the data this site trains on (see ClientConfig.site)
+    selection = site.selection
+    data_path = _resolve(site.data_path, base_dir)
     if config.edge is not None and config.edge.enabled:  # data collected over MQTT (docs/EDGE.md)
         verdict, data_path, _ = edge_criteria(config.edge, base_dir, edge)
         if not verdict.eligible:
@@ -54,7 +55,7 @@ def check_criteria(config: ClientConfig, base_dir: Path, edge: EdgeSite | None =
     if not data_path.exists():
         return {**answer, "criteria_are_met": False, "reason": f"data_path {data_path} does not exist"}
     try:
-        summary = cls(config.usecase.params).data_summary(data_path, selection)
+        summary = cls({**config.usecase.params, **site.params}).data_summary(data_path, selection)
     except KosmosError as exc:
         return {**answer, "criteria_are_met": False, "reason": str(exc)}
     samples = int(summary.get("samples", 0))
@@ -104,7 +105,8 @@ class KosmosClient:
             reconnection=True,
             reconnection_delay=config.retry_initial,
             reconnection_delay_max=config.retry_max,
-            logger=False,
+            logger=config.debug,
+            engineio_logger=config.debug,
             websocket_extra_options={"ssl": ssl_ctx} if ssl_ctx is not None else None,
         )
         self.sio.on("connect_error", self.on_connect_error)
@@ -170,33 +172,42 @@ class KosmosClient:
             await self.sio.emit("client_criteria", {"criteria_are_met": False, "reason": str(exc)})
             return
         session_dir = self.work_dir / "sessions" / msg.session_id
-        params = {**self.config.usecase.params, **msg.usecase_params}
+        site = self.config.site(msg.client_id, msg.usecase_name)
+        # as in 2021, the server's broadcast parameters win over this site's own
+        params = {**self.config.usecase.params, **site.params, **msg.usecase_params}
         spec = NodeSpec(
             session_id=msg.session_id,
             client_id=msg.client_id,
             usecase_name=msg.usecase_name,
             usecase_version=msg.usecase_version,
             usecase_params=params,
-            data_path=str(
-                self.edge.data_path if self.edge else _resolve(self.config.data_path, self.base_dir)
-            ),
-            selection=self.edge.selection() if self.edge else self.config.selection(msg.client_id),
+            data_path=str(self.edge.data_path if self.edge else _resolve(site.data_path, self.base_dir)),
+            selection=self.edge.selection() if self.edge else site.selection,
             torch_threads=self.config.torch_threads,
             require_secure_aggregation=self.config.require_secure_aggregation,
+            local_epochs=self.config.local_epochs,
+            learning_rate=self.config.learning_rate,
         )
+        flwr_address = self.config.flwr_server_address or msg.flwr_server_address
         spec_path = spec.write(session_dir / "node.json")
         log.info(
             "start_train: session %s as client %d, Flower at %s, MLflow run %s",
             msg.session_id,
             msg.client_id,
-            msg.flwr_server_address,
+            flwr_address,
             msg.mlflow_run_id,
             extra={"session_id": msg.session_id},
         )
+        if self.config.local_epochs or self.config.learning_rate:
+            log.info(
+                "this site overrides the server's training settings: local_epochs=%s, learning_rate=%s",
+                self.config.local_epochs or "server's",
+                self.config.learning_rate or "server's",
+            )
         await self._stop_supernode()
         self.supernode = await asyncio.to_thread(
             runtime.start_supernode,
-            msg.flwr_server_address,
+            flwr_address,
             {"session-file": str(spec_path), "client-id": msg.client_id},
             self.work_dir / "flower",
             session_dir / "supernode.log",
@@ -258,7 +269,7 @@ class KosmosClient:
     async def _connect(self) -> bool:
         """Connect with back-off; False when stopped meanwhile. Raises when refused or out of
         attempts."""
-        url = f"{'https' if self.security.tls else 'http'}://{self.config.socketio_address}"
+        url = connect_url(self.config.socketio_address, self.security.tls)
         attempt = 0
         delay = self.config.retry_initial
         while True:

@@ -52,8 +52,8 @@ def train_locally(
         model,
         data.x,
         data.y,
-        epochs=int(config["local-epochs"]),
-        lr=float(config["learning-rate"]),
+        epochs=spec.local_epochs or int(config["local-epochs"]),  # a site's own override wins
+        lr=spec.learning_rate or float(config["learning-rate"]),
         batch_size=int(config["batch-size"]),
         seed=seed,
         proximal_mu=float(config.get("proximal-mu", 0.0)),

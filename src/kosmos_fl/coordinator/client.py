@@ -69,6 +69,28 @@ def check_criteria(config: ClientConfig, base_dir: Path, edge: EdgeSite | None =
     return {**answer, "criteria_are_met": True, "data_summary": summary}
 
 
+def node_spec(
+    config: ClientConfig, base_dir: Path, msg: StartTrain, edge: EdgeSite | None = None
+) -> NodeSpec:
+    """What this site's ClientApp trains on in the session ``msg`` starts: the data of its
+    :meth:`~kosmos_fl.config.ClientConfig.site` for the assigned client id (or the edge store)."""
+    site = config.site(msg.client_id, msg.usecase_name)
+    return NodeSpec(
+        session_id=msg.session_id,
+        client_id=msg.client_id,
+        usecase_name=msg.usecase_name,
+        usecase_version=msg.usecase_version,
+        # as in 2021, the server's broadcast parameters win over this site's own
+        usecase_params={**config.usecase.params, **site.params, **msg.usecase_params},
+        data_path=str(edge.data_path if edge else _resolve(site.data_path, base_dir)),
+        selection=edge.selection() if edge else site.selection,
+        torch_threads=config.torch_threads,
+        require_secure_aggregation=config.require_secure_aggregation,
+        local_epochs=config.local_epochs,
+        learning_rate=config.learning_rate,
+    )
+
+
 def _resolve(value: str, base_dir: Path) -> Path:
     p = Path(value).expanduser()
     return (p if p.is_absolute() else base_dir / p).resolve()
@@ -172,22 +194,7 @@ class KosmosClient:
             await self.sio.emit("client_criteria", {"criteria_are_met": False, "reason": str(exc)})
             return
         session_dir = self.work_dir / "sessions" / msg.session_id
-        site = self.config.site(msg.client_id, msg.usecase_name)
-        # as in 2021, the server's broadcast parameters win over this site's own
-        params = {**self.config.usecase.params, **site.params, **msg.usecase_params}
-        spec = NodeSpec(
-            session_id=msg.session_id,
-            client_id=msg.client_id,
-            usecase_name=msg.usecase_name,
-            usecase_version=msg.usecase_version,
-            usecase_params=params,
-            data_path=str(self.edge.data_path if self.edge else _resolve(site.data_path, self.base_dir)),
-            selection=self.edge.selection() if self.edge else site.selection,
-            torch_threads=self.config.torch_threads,
-            require_secure_aggregation=self.config.require_secure_aggregation,
-            local_epochs=self.config.local_epochs,
-            learning_rate=self.config.learning_rate,
-        )
+        spec = node_spec(self.config, self.base_dir, msg, self.edge)
         flwr_address = self.config.flwr_server_address or msg.flwr_server_address
         spec_path = spec.write(session_dir / "node.json")
         log.info(

@@ -98,7 +98,7 @@ def _turbofan_source(params: dict[str, Any]) -> tuple[str | None, dict[str, Any]
 def _emit(notes: list[str], warn: bool) -> None:
     if warn:
         for note in notes:
-            log.warning("%s", note)
+            log.warning("warning: %s", note)
 
 
 def server_settings(
@@ -228,3 +228,16 @@ def migrate(path: Path, kind: Kind | None = None) -> tuple[Kind, str, list[str]]
     header = f"# {kind} config migrated from the 2021 KOSMoS file {path.name} (docs/MIGRATING-2021.md)\n"
     dropped = "".join(f"# dropped: {n}\n" for n in notes)
     return kind, header + dropped + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), notes
+
+
+def mlflow_params(spec: Any, model: Any) -> dict[str, Any]:
+    """The MLflow params of a 2021 run under their 2021 names (logged besides today's names, so
+    old dashboards and queries keep working): ``number_clients``,
+    ``number_of_federated_trainingrounds`` and ``model_architecture`` (2021: the Keras summary;
+    here the PyTorch module tree, cut to MLflow's 6,000-character limit). ``test_bearings`` has
+    kept its name."""
+    return {
+        "number_clients": spec.num_clients,
+        "number_of_federated_trainingrounds": spec.num_rounds,
+        "model_architecture": str(model)[:6000],
+    }

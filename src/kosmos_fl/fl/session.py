@@ -69,6 +69,9 @@ class SessionSpec(_Spec):
     secure_aggregation: SecureAggregationConfig | None = None
     #: Central differential privacy settings (None: off).
     differential_privacy: DifferentialPrivacyConfig | None = None
+    #: Federated evaluation on the clients' own data after each round (fl/federated_eval.py).
+    federated_evaluation: bool = False
+    fraction_evaluate: float = 1.0
 
 
 class NodeSpec(_Spec):

@@ -436,15 +436,15 @@ class ClientConfig(_Model):
 
     def site(self, client_id: int | None, usecase_name: str | None = None) -> SiteData:
         """Data path, units and extra use-case parameters this site trains with as ``client_id``
-        in a session of ``usecase_name`` (default: ``usecase.name``). With ``client_id`` None (not
-        yet assigned) a ``per_client`` block is used only when all blocks of the use case agree."""
+        in a session of ``usecase_name`` (default: ``usecase.name``). ``per_client`` blocks that
+        all agree (the 2021 default, or a single block) apply to every id; otherwise the block of
+        ``client_id``, and an id without a block (or None) gets the plain settings."""
         name = usecase_name or self.usecase.name
         blocks = self.per_client.get(name, {})
-        if client_id is not None:
-            block = blocks.get(client_id, {})
+        if len({repr(sorted(b.items())) for b in blocks.values()}) == 1:
+            block = next(iter(blocks.values()))
         else:
-            distinct = {repr(sorted(b.items())) for b in blocks.values()}
-            block = next(iter(blocks.values())) if len(distinct) == 1 else {}
+            block = blocks.get(client_id, {}) if client_id is not None else {}
         params = {k: v for k, v in block.items() if k not in SITE_KEYS}
         selection: list[str] | None = None
         if self.bearings:
@@ -453,15 +453,28 @@ class ClientConfig(_Model):
             units = next(block[k] for k in ("units", "bearings", "test_bearings") if k in block)
             selection = [units] if isinstance(units, str) else [str(u) for u in units]
         elif client_id is not None and name == "BearingUseCase":
+            # the 2021 default assignment, unless per_client blocks (the 2021 file's own) replace it
             assignment = (
                 self.bearings_per_client
                 if self.bearings_per_client is not None
-                else DEFAULT_BEARINGS_PER_CLIENT
+                else ({} if blocks else DEFAULT_BEARINGS_PER_CLIENT)
             )
             if client_id in assignment:
                 selection = list(assignment[client_id])
         data_path = str(block.get("file_path") or block.get("data_path") or self.data_path)
         return SiteData(data_path=data_path, selection=selection, params=params)
+
+    def sites(self, usecase_name: str | None = None) -> list[tuple[str, SiteData]]:
+        """Every distinct data set this site may be asked to train on, whatever client id the
+        server assigns (the eligibility check tests each): one, unless ``per_client`` blocks
+        differ; then each block and the plain settings (ids without a block)."""
+        name = usecase_name or self.usecase.name
+        blocks = self.per_client.get(name, {})
+        if len({repr(sorted(b.items())) for b in blocks.values()}) <= 1:
+            return [("", self.site(None, name))]
+        out = [(f"as client {cid}", self.site(cid, name)) for cid in sorted(blocks)]
+        out.append(("as a client id without a per_client block", self.site(max(blocks) + 1, name)))
+        return out
 
     @field_validator("socketio_address")
     @classmethod

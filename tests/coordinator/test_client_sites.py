@@ -110,7 +110,12 @@ def _cases(nasa: Path, csv_2021: Path, bearings: Path) -> list[tuple[str, dict[s
             {"data_path": str(bearings), "bearings": ["Bearing2_1"]},
             {"model": "ffnn"},
         ),
-    ]
+        ("turbofan, one 2021 block (for client 1 only)",
+         {"usecase": tf, "per_client": {"TurbofanUseCase": {1: blocks[1]}}}, TURBOFAN),
+        ("bearing, 2021 per-id blocks that differ", {"data_path": str(bearings), "per_client": {
+            "BearingUseCase": {0: {"test_bearings": ["Bearing1_1", "Bearing1_2"]},
+                               1: {"test_bearings": ["Bearing2_1"]}}}}, {"model": "ffnn"}),
+    ]  # fmt: skip
 
 
 def test_eligible_clients_can_train(
@@ -129,9 +134,17 @@ def test_eligible_clients_can_train(
             assert _trains(cfg, tmp_path, cid, broadcast) > 0, (name, cid)
 
 
-def test_ineligible_when_training_would_fail(turbofan_2021_csv: Path, tmp_path: Path) -> None:
+def test_ineligible_when_training_would_fail(
+    turbofan_2021_csv: Path, generated_bearings: Path, tmp_path: Path
+) -> None:
     """The other direction: a 2021 CSV mixing two files without file_id cannot train, and the
-    eligibility check already says so."""
+    eligibility check already says so; so for a per-id block whose bearings the site lacks."""
+    blocks = {i: {"test_bearings": [f"Bearing{i + 1}_1"]} for i in range(3)}  # no Bearing3_1 here
+    cfg = ClientConfig(data_path=str(generated_bearings), per_client={"BearingUseCase": blocks})
+    answer = check_criteria(cfg, tmp_path)
+    assert not answer["criteria_are_met"] and answer["reason"].startswith("as client 2:"), answer
+    with pytest.raises(Exception, match="Bearing3_1"):
+        _trains(cfg, tmp_path, 2, {"model": "ffnn"})
     cfg = ClientConfig(
         usecase={"name": "TurbofanUseCase", "params": TURBOFAN}, data_path=str(turbofan_2021_csv)
     )

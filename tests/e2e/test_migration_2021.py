@@ -53,7 +53,10 @@ def test_2021_configs_and_compose_client_train(federation: LocalFederation, tmp_
         folder.mkdir()
         shutil.copy(FIXTURES / role / "config.yaml", folder / "config.yaml")
     generate_dataset(server_dir / "data", bearings=["Bearing1_3", "Bearing1_4"], seed=7, snapshots=(40, 50))
-    generate_dataset(client_dir / "data", bearings=["Bearing1_1", "Bearing1_2"], seed=8, snapshots=(40, 50))
+    # the 2021 client file assigns different bearings per client id; as any id may be assigned,
+    # the site holds all of them (as every 2021 client did)
+    own = [f"Bearing{c}_{i}" for c in (1, 2, 3) for i in (1, 2)]
+    generate_dataset(client_dir / "data", bearings=own, seed=8, snapshots=(30, 40))
     server_env = {
         **fed.env,
         "DYNACONF_mlflow_server_address": str(tmp_path / "mlruns"),
@@ -141,7 +144,7 @@ def test_2021_turbofan_csv_trains_with_federated_evaluation(
             f"plant-{i}",
             usecase={"name": "TurbofanUseCase"},
             # the 2021 client shape: usecase.<Name>.<client id>.{file_path, file_id}, plus units
-            per_client={"TurbofanUseCase": {i: {"file_path": str(csv), "file_id": 1, "units": units}}},
+            per_client={"TurbofanUseCase": {0: {"file_path": str(csv), "file_id": 1, "units": units}}},
         )
         for i, units in enumerate((["1", "2", "3"], ["4", "5", "6"]))
     ]

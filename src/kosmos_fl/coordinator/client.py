@@ -18,7 +18,7 @@ from typing import Any
 import socketio
 from pydantic import ValidationError
 
-from kosmos_fl.config import ClientConfig, connect_url
+from kosmos_fl.config import ClientConfig, SiteData, connect_url
 from kosmos_fl.coordinator.protocol import StartTrain
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.edge.site import EdgeSite, edge_criteria
@@ -39,34 +39,41 @@ def check_criteria(config: ClientConfig, base_dir: Path, edge: EdgeSite | None =
     except KosmosError as exc:
         return {"criteria_are_met": False, "reason": str(exc)}
     answer: dict[str, Any] = {"usecase": {"name": cls.name, "version": cls.version}}
-    site = config.site(None)  # the data this site trains on (see ClientConfig.site)
+    first: dict[str, Any] | None = None
+    for label, site in config.sites():  # every data set an assigned client id may select
+        result = _check_site(config, cls, site, base_dir, edge)
+        if not result["criteria_are_met"]:
+            if label:
+                result["reason"] = f"{label}: {result['reason']}"
+            return {**answer, **result}
+        first = first or result
+    return {**answer, **(first or {})}
+
+
+def _check_site(
+    config: ClientConfig, cls: Any, site: SiteData, base_dir: Path, edge: EdgeSite | None
+) -> dict[str, Any]:
     selection = site.selection
     data_path = _resolve(site.data_path, base_dir)
     if config.edge is not None and config.edge.enabled:  # data collected over MQTT (docs/EDGE.md)
         verdict, data_path, _ = edge_criteria(config.edge, base_dir, edge)
         if not verdict.eligible:
-            return {
-                **answer,
-                "criteria_are_met": False,
-                "reason": verdict.reason,
-                "data_summary": verdict.summary,
-            }
+            return {"criteria_are_met": False, "reason": verdict.reason, "data_summary": verdict.summary}
         selection = verdict.bearings
     if not data_path.exists():
-        return {**answer, "criteria_are_met": False, "reason": f"data_path {data_path} does not exist"}
+        return {"criteria_are_met": False, "reason": f"data_path {data_path} does not exist"}
     try:
         summary = cls({**config.usecase.params, **site.params}).data_summary(data_path, selection)
     except KosmosError as exc:
-        return {**answer, "criteria_are_met": False, "reason": str(exc)}
+        return {"criteria_are_met": False, "reason": str(exc)}
     samples = int(summary.get("samples", 0))
     if samples < config.min_samples:
         return {
-            **answer,
             "criteria_are_met": False,
             "data_summary": summary,
             "reason": f"only {samples} labelled samples, at least {config.min_samples} needed",
         }
-    return {**answer, "criteria_are_met": True, "data_summary": summary}
+    return {"criteria_are_met": True, "data_summary": summary}
 
 
 def node_spec(

@@ -227,17 +227,29 @@ def migrate(path: Path, kind: Kind | None = None) -> tuple[Kind, str, list[str]]
     _build(ServerConfig if kind == "server" else ClientConfig, data)
     header = f"# {kind} config migrated from the 2021 KOSMoS file {path.name} (docs/MIGRATING-2021.md)\n"
     dropped = "".join(f"# dropped: {n}\n" for n in notes)
+    if kind == "client" and "usecase" not in data and data.get("per_client"):
+        dropped += (
+            "# note: a 2021 client served whichever use case the server ran; today a client names "
+            "it (usecase: {name: TurbofanUseCase}; default BearingUseCase)\n"
+        )
     return kind, header + dropped + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), notes
 
 
-def mlflow_params(spec: Any, model: Any) -> dict[str, Any]:
+def mlflow_params(spec: Any, model: Any, usecase: Any = None) -> dict[str, Any]:
     """The MLflow params of a 2021 run under their 2021 names (logged besides today's names, so
     old dashboards and queries keep working): ``number_clients``,
     ``number_of_federated_trainingrounds`` and ``model_architecture`` (2021: the Keras summary;
-    here the PyTorch module tree, cut to MLflow's 6,000-character limit). ``test_bearings`` has
-    kept its name."""
-    return {
+    here the PyTorch module tree, cut to MLflow's 6,000-character limit); for the turbofan use
+    case also ``sequence_length``, ``input_shape`` and ``file_id``. ``test_bearings`` has kept
+    its name."""
+    out: dict[str, Any] = {
         "number_clients": spec.num_clients,
         "number_of_federated_trainingrounds": spec.num_rounds,
         "model_architecture": str(model)[:6000],
     }
+    params = getattr(usecase, "params", None)
+    if getattr(usecase, "name", None) == "TurbofanUseCase" and params is not None:
+        out["sequence_length"] = params.sequence_length
+        out["input_shape"] = (params.sequence_length, len(params.sensors))
+        out["file_id"] = params.file_id
+    return out

@@ -203,7 +203,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
                 "model_parameters": count_parameters(model),
                 "max_update_norm_ratio": spec.max_update_norm_ratio,
                 "max_update_norm": spec.max_update_norm,
-                **compat2021.mlflow_params(spec, model),  # the 2021 names, for old dashboards
+                **compat2021.mlflow_params(spec, model, usecase),  # the 2021 names, for old dashboards
             }
         )
         if spec.differential_privacy is not None:

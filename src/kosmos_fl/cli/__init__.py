@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from kosmos_fl import __version__
-from kosmos_fl.data.cli import app as data_app
-from kosmos_fl.edge.cli import app as machine_app
+from kosmos_fl.cli._console import cli_logging, err_console
+from kosmos_fl.cli.data import app as data_app
+from kosmos_fl.cli.machine import app as machine_app
+from kosmos_fl.cli.security import certs_app, clients_app
 from kosmos_fl.errors import FederationError, KosmosError
-from kosmos_fl.security.cli import certs_app, clients_app
 
 app = typer.Typer(
     name="kosmos-fl",
@@ -31,8 +31,6 @@ app.add_typer(certs_app, name="certs", help="Development certificates (CA, serve
 app.add_typer(clients_app, name="clients", help="Onboard, list and revoke clients (credentials).")
 app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay, collect, status.")
 
-err_console = Console(stderr=True)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -45,12 +43,6 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
 ) -> None:
     """Federated learning of remaining useful life (RUL) for predictive maintenance."""
-
-
-def _logging(verbose: bool, json_logs: bool = False) -> None:
-    from kosmos_fl.logs import setup_logging
-
-    setup_logging(verbose, "json" if json_logs else "text", console=err_console)
 
 
 LOG_JSON_HELP = "Log one JSON object per line (with session and client ids); config: log_format: json."
@@ -88,7 +80,7 @@ def server(
 
     config = config or _default_file("config.yaml")
     cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
-    _logging(verbose, log_json or cfg.log_format == "json")
+    cli_logging(verbose, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, base))
@@ -111,7 +103,7 @@ def client(
 
     config = config or _default_file("client.yaml")
     cfg = load_client_config(config, client_name=name, insecure=insecure or None)
-    _logging(verbose, log_json or cfg.log_format == "json")
+    cli_logging(verbose, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(KosmosClient(cfg, base, once=once).run())
@@ -168,7 +160,7 @@ def simulate(
 ) -> None:
     """Run the session's ServerApp and ClientApp on Flower's simulation engine (Ray) with N
     virtual clients partitioned from one data set: strategy research before a roll-out."""
-    from kosmos_fl.simulate_cli import run_simulate
+    from kosmos_fl.cli.simulate import run_simulate
 
     run_simulate(
         clients=clients, rounds=rounds, data=data, snapshots=snapshots, work_dir=work_dir,
@@ -195,7 +187,3 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
-
-
-if __name__ == "__main__":
-    main()

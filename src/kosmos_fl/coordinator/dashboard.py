@@ -18,18 +18,56 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from kosmos_fl.config import ServerConfig
 from kosmos_fl.coordinator.admin_auth import protect
+from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.metrics import FederationMetrics
+from kosmos_fl.coordinator.sessions import Session
+from kosmos_fl.fl import runtime
 from kosmos_fl.fl.session import PROGRESS_FILE
-
-if TYPE_CHECKING:
-    from kosmos_fl.coordinator.server import Coordinator
+from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.dashboard")
+
+
+class SessionView(Protocol):
+    """The running session and the finished ones (the progress follower reads only these)."""
+
+    @property
+    def session(self) -> Session | None: ...
+
+    @property
+    def sessions_done(self) -> list[dict[str, Any]]: ...
+
+
+class Federation(SessionView, Protocol):
+    """What the dashboard reads of the coordinator (``kosmos_fl.coordinator.server.Coordinator``)."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+
+    @property
+    def clients(self) -> dict[str, ClientRecord]: ...
+
+    @property
+    def waiting(self) -> list[str]: ...
+
+    @property
+    def mlflow_uri(self) -> str: ...
+
+    @property
+    def usecase_cls(self) -> type[UseCase]: ...
+
+    @property
+    def superlink(self) -> runtime.ManagedProcess | None: ...
+
+    @property
+    def app(self) -> web.Application: ...
+
 
 STATIC_DIR = Path(__file__).parent / "dashboard_static"
 STATIC_FILES = {
@@ -76,7 +114,7 @@ class _Followed:
 class ProgressFollower:
     """Reads new lines of each session's progress.jsonl once and accounts them."""
 
-    def __init__(self, coord: Coordinator, metrics: FederationMetrics) -> None:
+    def __init__(self, coord: SessionView, metrics: FederationMetrics) -> None:
         self.coord = coord
         self.metrics = metrics
         self.sessions: collections.OrderedDict[str, _Followed] = collections.OrderedDict()
@@ -145,7 +183,7 @@ class ProgressFollower:
 class Dashboard:
     """State document for the page, MLflow links, and the HTTP handlers."""
 
-    def __init__(self, coord: Coordinator) -> None:
+    def __init__(self, coord: Federation) -> None:
         self.coord = coord
         self.started_at = time.time()
         self.metrics = FederationMetrics(self.snapshot)
@@ -364,7 +402,7 @@ class Dashboard:
                 await self._task
 
 
-def attach(coord: Coordinator) -> Dashboard:
+def attach(coord: Federation) -> Dashboard:
     """Add the dashboard and /metrics to the coordinator's aiohttp app."""
     dash = Dashboard(coord)
     guard = dash.admin_token

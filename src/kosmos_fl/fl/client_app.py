@@ -48,7 +48,7 @@ def train(msg: Message, context: Context) -> Message:
             "train_loss": float(loss),
             "client-id": spec.client_id,
             "compute-seconds": time.monotonic() - t0,
-            # wall clocks, for the server's latency split (see server_app._latency_split)
+            # wall clocks, for the server's latency split (see round_stats.latency_split)
             "started-at": started_at,
             "finished-at": time.time(),
             **({"forked-at": float(os.environ[FORKED_AT_ENV])} if FORKED_AT_ENV in os.environ else {}),

@@ -8,7 +8,6 @@ the configured ``flwr.serverapp.strategy`` class.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl import checkpoint, strategies
+from kosmos_fl.fl import checkpoint, model_registry, strategies
 from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE, Checkpoint
 from kosmos_fl.fl.liveness import (
     LiveGrid,
@@ -35,59 +34,17 @@ from kosmos_fl.fl.liveness import (
     wait_for_nodes,
 )
 from kosmos_fl.fl.object_pulls import use_fast_object_pulls
+from kosmos_fl.fl.round_stats import client_metrics, latency_split
 from kosmos_fl.fl.screening import Screened, screen_replies
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
 from kosmos_fl.fl.tracking import flat_params
 from kosmos_fl.ml.models import count_parameters
-from kosmos_fl.ml.train import get_weights, pack_weights, predict, seed_everything, set_weights
+from kosmos_fl.ml.train import get_weights, pack_weights, seed_everything, set_weights
 from kosmos_fl.usecases import load_usecase
 
 log = logging.getLogger("kosmos_fl.server_app")
 
 app = ServerApp()
-
-
-def _client_metrics(replies: list[Message]) -> dict[str, float]:
-    """Per-client training loss (``train_loss_client<id>``) and its mean (``train_loss``)."""
-    out: dict[str, float] = {}
-    losses = []
-    for msg in replies:
-        metrics = msg.content.metric_records.get("metrics")
-        if metrics is None or "train_loss" not in metrics:
-            continue
-        loss = float(metrics["train_loss"])
-        cid = int(metrics.get("client-id", -1))
-        out[f"train_loss_client{cid}"] = loss
-        losses.append(loss)
-    if losses:
-        out["train_loss"] = float(np.mean(losses))
-    return out
-
-
-def _latency_split(replies: list[Message], sent_at: float, received_at: float) -> dict[str, float]:
-    """Where a train phase's time went, from the wall clocks of server and clients (only exact
-    when they share a clock, as on loopback; across hosts it is as good as their NTP).
-
-    ``pickup``: from sending until a ClientApp handler started (the SuperNode's idle pull interval
-    plus the process start); ``start``: the part of it from the ClientApp process being created
-    until the handler ran; ``return``: from the last handler finishing until all replies were in.
-    """
-    pickups, starts, finished = [], [], []
-    for msg in replies:
-        m = msg.content.metric_records.get("metrics")
-        if m is None or "started-at" not in m:
-            continue
-        pickups.append(float(m["started-at"]) - sent_at)
-        finished.append(float(m["finished-at"]))
-        if "forked-at" in m:
-            starts.append(float(m["started-at"]) - float(m["forked-at"]))
-    out: dict[str, float] = {}
-    if pickups:
-        out["pickup_seconds_max"] = max(pickups)
-        out["return_seconds"] = received_at - max(finished)
-    if starts:
-        out["process_start_seconds_max"] = max(starts)
-    return out
 
 
 class _Tracker:
@@ -135,33 +92,6 @@ def _checkpoint_and_log(
     ckpt = checkpoint.save(out_dir, ckpt, weights, strategy)
     tracker.metrics(ckpt.metrics, step=ckpt.round)
     return checkpoint.mark_logged(out_dir, ckpt)
-
-
-def _plots(usecase: Any, model: Any, groups: dict[str, Any], out: Path) -> list[Path]:
-    """Predicted vs true target per evaluation group, one PNG each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in groups.items():
-        pred = predict(model, data.x)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(data.y, label="true RUL", color="black", linewidth=1.5)
-        ax.plot(pred, label="predicted RUL", color="tab:blue", alpha=0.8, linewidth=1)
-        ax.set_xlabel("sample (time order)")
-        ax.set_ylabel(f"RUL [{usecase.target_unit}]")
-        ax.set_title(f"{name}: predicted vs true remaining useful life")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / f"rul_{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
 
 
 def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
@@ -311,7 +241,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
                 )
             )
         t_replies = time.monotonic()
-        latency = _latency_split(accepted, float(train_config["sent-at"]), time.time())
+        latency = latency_split(accepted, float(train_config["sent-at"]), time.time())
         if secagg is not None:
             new_arrays = secure_arrays
         else:
@@ -323,7 +253,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         t_eval = time.monotonic()
         metrics = usecase.evaluate(model, groups)
         t_end = time.monotonic()
-        client = _client_metrics(accepted)
+        client = client_metrics(accepted)
         compute = [float(m.content.metric_records["metrics"].get("compute-seconds", 0.0)) for m in accepted]
         round_stats = {
             # train phase: from sending the global model until the last reply arrived
@@ -378,10 +308,10 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
     if stop_reason is not None:
         tracker.tag("kosmos.stop_reason", stop_reason)
         append_jsonl(progress, {"event": "stopped", "round": completed, "reason": stop_reason})
-    plot_paths = _plots(usecase, model, groups, out_dir / "plots")
+    plot_paths = model_registry.plots(usecase, model, groups, out_dir / "plots")
     for p in plot_paths:
         tracker.client.log_artifact(tracker.run_id, str(p), artifact_path="plots")
-    model_uri, version = _log_model(spec, usecase, model, groups)
+    model_uri, version = model_registry.log_model(spec, usecase, model, groups)
     return {
         "status": "completed",
         "rounds_completed": completed,
@@ -392,50 +322,6 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         "plots": [str(p) for p in plot_paths],
         **({"reason": stop_reason, "stop_reason": stop_reason} if stop_reason is not None else {}),
     }
-
-
-def registered_params(usecase: Any, given: dict[str, Any]) -> dict[str, Any]:
-    """The use-case parameters the model was trained with, defaults resolved, so ``predict``
-    prepares inputs and post-processes exactly as in training even after a default changes;
-    ``cache_dir`` is a host-local path and stays out."""
-    params = getattr(usecase, "params", None)
-    if params is None or not hasattr(params, "model_dump"):
-        return dict(given)
-    return {k: v for k, v in params.model_dump(mode="json").items() if k != "cache_dir"}
-
-
-def _log_model(spec: SessionSpec, usecase: Any, model: Any, groups: dict[str, Any]) -> tuple[str, str]:
-    """Log the final global model with a signature and register it; returns its models:/ URI."""
-    import mlflow
-    import torch
-    from mlflow.models import infer_signature
-
-    first = next(iter(groups.values()))
-    example = usecase.input_example(first)
-    signature = infer_signature(example, predict(model, example).astype(np.float32))
-    metadata = {
-        "kosmos_usecase": spec.usecase_name,
-        "kosmos_usecase_version": spec.usecase_version,
-        "kosmos_usecase_params": json.dumps(registered_params(usecase, spec.usecase_params)),
-        "kosmos_session_id": spec.session_id,
-        "target_unit": usecase.target_unit,
-    }
-    model.eval()
-    with mlflow.start_run(run_id=spec.mlflow_run_id):
-        info = mlflow.pytorch.log_model(
-            pytorch_model=model,
-            name="model",
-            signature=signature,
-            registered_model_name=spec.registered_model_name,
-            metadata=metadata,
-            # "pt2" graphs cannot be put in eval mode once loaded (MLflow 3.17), so the model is
-            # pickled: loading it needs kosmos_fl (and the use case's package) installed.
-            serialization_format="pickle",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
-        mlflow.set_tag("kosmos.status", "completed")
-    version = str(info.registered_model_version)
-    return f"models:/{spec.registered_model_name}/{version}", version
 
 
 def _coordinator_gone(pid: int | None) -> bool:

@@ -3,6 +3,8 @@ Flower's runtime), logged by the ServerApp each round."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from flwr.app import Message
 
@@ -57,3 +59,48 @@ def latency_split(replies: list[Message], sent_at: float, received_at: float) ->
     if starts:
         out["process_start_seconds_max"] = max(starts)
     return out
+
+
+@dataclass(frozen=True)
+class RoundTimes:
+    """Monotonic clock readings of one round."""
+
+    started: float
+    replies_in: float
+    aggregated: float
+    evaluated: float
+
+
+def round_statistics(
+    times: RoundTimes,
+    *,
+    sent: list[Message],
+    ok: list[Message],
+    accepted: list[Message],
+    failed: int,
+    dropped: int,
+    timed_out: int,
+    rejected: int,
+    latency: dict[str, float],
+) -> dict[str, float]:
+    """The per-round numbers logged to MLflow and progress.jsonl: phase times, client outcomes,
+    the slowest client's compute time, the latency split and the model bytes on the wire."""
+    compute = [_number(m.content.metric_records["metrics"].get("compute-seconds", 0.0)) for m in accepted]
+    return {
+        # train phase: from sending the global model until the last reply arrived
+        "train_phase_seconds": times.replies_in - times.started,
+        "aggregate_seconds": times.aggregated - times.replies_in,
+        "eval_seconds": times.evaluated - times.aggregated,
+        "round_seconds": times.evaluated - times.started,
+        "clients_ok": float(len(accepted)),
+        "clients_failed": float(failed),
+        "clients_dropped": float(dropped),
+        "clients_timed_out": float(timed_out),
+        "updates_rejected": float(rejected),
+        "client_compute_seconds_max": max(compute) if compute else 0.0,
+        **latency,
+        # model bytes on the wire: the global model to each client, the updates back
+        # (under SecAgg+ the stage messages carry no "arrays" record: not counted)
+        "bytes_sent": float(sum(m.content["arrays"].count_bytes() for m in sent)),
+        "bytes_received": float(sum(m.content["arrays"].count_bytes() for m in ok if "arrays" in m.content)),
+    }

@@ -9,7 +9,6 @@ the configured ``flwr.serverapp.strategy`` class.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -34,58 +33,22 @@ from kosmos_fl.fl.liveness import (
     wait_for_nodes,
 )
 from kosmos_fl.fl.object_pulls import use_fast_object_pulls
-from kosmos_fl.fl.round_stats import client_metrics, latency_split
+from kosmos_fl.fl.round_stats import RoundTimes, client_metrics, latency_split, round_statistics
 from kosmos_fl.fl.screening import Screened, screen_replies
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
-from kosmos_fl.fl.tracking import flat_params
+from kosmos_fl.fl.tracking import SessionTracker, session_params
 from kosmos_fl.ml.models import count_parameters
 from kosmos_fl.ml.train import get_weights, pack_weights, seed_everything, set_weights
 from kosmos_fl.usecases import load_usecase
+from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.server_app")
 
 app = ServerApp()
 
 
-class _Tracker:
-    """Thin MLflow logger bound to the session's run (created beforehand by the coordinator)."""
-
-    def __init__(self, spec: SessionSpec) -> None:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        mlflow.set_tracking_uri(spec.mlflow_tracking_uri)
-        self.client = MlflowClient(tracking_uri=spec.mlflow_tracking_uri)
-        self.run_id = spec.mlflow_run_id
-
-    def params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in flat_params(params).items()]
-        for i in range(0, len(items), 90):
-            self.client.log_batch(self.run_id, params=items[i : i + 90])
-
-    def metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
-        for i in range(0, len(items), 900):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 900])
-
-    def tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
-
-    def has_step(self, metrics: dict[str, float], step: int) -> bool:
-        """Whether MLflow already holds this round's metrics (they are logged in one batch)."""
-        key = next((k for k, v in metrics.items() if math.isfinite(v)), None)
-        if key is None:
-            return True
-        return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
-
-
 def _checkpoint_and_log(
-    out_dir: Path, tracker: _Tracker, ckpt: Checkpoint, weights: list[np.ndarray], strategy: Any
+    out_dir: Path, tracker: SessionTracker, ckpt: Checkpoint, weights: list[np.ndarray], strategy: Any
 ) -> Checkpoint:
     """Checkpoint first, then log, then flag as logged: a crash anywhere in between neither loses
     nor duplicates the round's metrics on resume (see kosmos_fl.fl.checkpoint)."""
@@ -94,47 +57,25 @@ def _checkpoint_and_log(
     return checkpoint.mark_logged(out_dir, ckpt)
 
 
-def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
-    """Run all rounds of one session; returns the result document."""
+def _start_or_resume(
+    spec: SessionSpec,
+    tracker: SessionTracker,
+    usecase: UseCase,
+    groups: dict[str, Any],
+    model: Any,
+    strategy: Any,
+) -> tuple[Checkpoint, Any, float, dict[str, float]]:
+    """Round 0 of a new session (params, model summary, first evaluation and checkpoint) or the
+    state of an interrupted one (weights, strategy state, metrics not yet logged). Returns the
+    checkpoint, the strategy, the session's start on the monotonic clock and the current metrics."""
     out_dir = Path(spec.out_dir)
     progress = out_dir / PROGRESS_FILE
-    tracker = _Tracker(spec)
-    seed_everything(spec.seed)
-    usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
-    groups = usecase.eval_datasets(Path(spec.data_path), spec.test_names)
-    model = usecase.build_model()
-
-    strategy = strategies.build(
-        spec.strategy_name, spec.strategy_params, spec.num_clients, spec.min_fit_clients
-    )
-    if spec.differential_privacy is not None:  # clipping + noise + accountant: fl/privacy.py
-        from kosmos_fl.fl import privacy
-
-        strategy = privacy.build_strategy(spec)
     ckpt = checkpoint.load(out_dir)
     if ckpt is None:
-        tracker.params(
-            {
-                "num_clients": spec.num_clients,
-                "min_fit_clients": spec.min_fit_clients,
-                "n_federated_train_epoch": spec.num_rounds,
-                "strategy": spec.strategy_name,
-                "strategy_params": spec.strategy_params,
-                "local_epochs": spec.local_epochs,
-                "learning_rate": spec.learning_rate,
-                "batch_size": spec.batch_size,
-                "seed": spec.seed,
-                "usecase": spec.usecase_name,
-                "usecase_version": spec.usecase_version,
-                "usecase_params": spec.usecase_params,
-                "test_bearings": ",".join(groups),
-                "model": type(model).__name__,
-                "model_parameters": count_parameters(model),
-                "max_update_norm_ratio": spec.max_update_norm_ratio,
-                "max_update_norm": spec.max_update_norm,
-            }
-        )
+        tracker.params(session_params(spec, list(groups), type(model).__name__, count_parameters(model)))
         if spec.differential_privacy is not None:
+            from kosmos_fl.fl import privacy
+
             tracker.params(privacy.params(spec))
         tracker.tag("kosmos.session_id", spec.session_id)
         (out_dir / "model_summary.txt").write_text(str(model), encoding="utf-8")
@@ -162,6 +103,27 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         append_jsonl(progress, {"event": "resumed", "round": ckpt.round})
         t0 = time.monotonic() - ckpt.elapsed_seconds
         metrics = usecase.evaluate(model, groups)
+    return ckpt, strategy, t0, metrics
+
+
+def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
+    """Run all rounds of one session; returns the result document."""
+    out_dir = Path(spec.out_dir)
+    progress = out_dir / PROGRESS_FILE
+    tracker = SessionTracker(spec)
+    seed_everything(spec.seed)
+    usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
+    groups = usecase.eval_datasets(Path(spec.data_path), spec.test_names)
+    model = usecase.build_model()
+
+    strategy = strategies.build(
+        spec.strategy_name, spec.strategy_params, spec.num_clients, spec.min_fit_clients
+    )
+    if spec.differential_privacy is not None:  # clipping + noise + accountant: fl/privacy.py
+        from kosmos_fl.fl import privacy
+
+        strategy = privacy.build_strategy(spec)
+    ckpt, strategy, t0, metrics = _start_or_resume(spec, tracker, usecase, groups, model, strategy)
 
     clients = SessionClients(out_dir, spec.num_clients)
     if ckpt.round < spec.num_rounds:
@@ -254,27 +216,17 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         metrics = usecase.evaluate(model, groups)
         t_end = time.monotonic()
         client = client_metrics(accepted)
-        compute = [float(m.content.metric_records["metrics"].get("compute-seconds", 0.0)) for m in accepted]
-        round_stats = {
-            # train phase: from sending the global model until the last reply arrived
-            "train_phase_seconds": t_replies - t_round,
-            "aggregate_seconds": t_eval - t_replies,
-            "eval_seconds": t_end - t_eval,
-            "round_seconds": t_end - t_round,
-            "clients_ok": float(len(accepted)),
-            "clients_failed": float(len(failed)),
-            "clients_dropped": float(len(got.dropped)),
-            "clients_timed_out": float(len(got.timed_out)),
-            "updates_rejected": float(len(screened.rejected)),
-            "client_compute_seconds_max": max(compute) if compute else 0.0,
-            **latency,
-            # model bytes on the wire: the global model to each client, the updates back
-            # (under SecAgg+ the stage messages carry no "arrays" record: not counted)
-            "bytes_sent": float(sum(m.content["arrays"].count_bytes() for m in messages)),
-            "bytes_received": float(
-                sum(m.content["arrays"].count_bytes() for m in ok if "arrays" in m.content)
-            ),
-        }
+        round_stats = round_statistics(
+            RoundTimes(t_round, t_replies, t_eval, t_end),
+            sent=messages,
+            ok=ok,
+            accepted=accepted,
+            failed=len(failed),
+            dropped=len(got.dropped),
+            timed_out=len(got.timed_out),
+            rejected=len(screened.rejected),
+            latency=latency,
+        )
         if spec.differential_privacy is not None:
             round_stats.update(privacy.spent(strategy))
         for cid, _reason in screened.rejected:

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kosmos_fl.data.onset import RATIO_INPUTS
 from kosmos_fl.errors import DataError, UseCaseError
 from kosmos_fl.ml.train import seed_everything, train_epochs
 from kosmos_fl.usecases import load_usecase
+from kosmos_fl.usecases.bearing import resample_index
 
 
 def test_datasets_for_both_models(generated_bearings: Path) -> None:
@@ -77,7 +79,9 @@ def test_mlp_inputs_and_interval_columns(generated_bearings: Path) -> None:
         "elapsed_hours",
         "rul_hours_low",
         "rul_hours_high",
+        "rul_hours_conservative",
     ]
+    assert (every.rul_hours_conservative == every.rul_hours_low).all()
     assert (every.rul_hours_low <= every.rul_hours).all() and (every.rul_hours <= every.rul_hours_high).all()
     assert (every.rul_hours_high > every.rul_hours_low).any()
     last = uc.predict_table(model, generated_bearings, all_rows=False)
@@ -172,3 +176,28 @@ def test_round_metrics_score_the_predictions_predict_reports(generated_bearings:
     assert uc.evaluate(model, groups)["RMSE_Bearing1_3"] == pytest.approx(expected, abs=1e-3)
     raw = load_usecase("BearingUseCase", {**MLP, "elapsed": False, "smooth_span": 0.0})
     assert raw.evaluate(model, groups)["RMSE_Bearing1_3"] != pytest.approx(expected, abs=1e-3)
+
+
+RATIO = {"model": "ratio", "rows_per_bearing": 500, "smooth_span": 0.0, "interval_scale": 1.0}
+
+
+def test_ratio_model_trains_and_reports_a_conservative_estimate(generated_bearings: Path) -> None:
+    uc = load_usecase("BearingUseCase", RATIO)
+    data = uc.client_dataset(generated_bearings, ["Bearing1_1", "Bearing1_2"])
+    assert data.x.shape == (2 * 500, len(RATIO_INPUTS))  # every bearing the same number of rows
+    seed_everything(0)
+    model = uc.build_model()
+    train_epochs(model, data.x, data.y, epochs=5, lr=1e-2, batch_size=64, seed=0)
+    every = uc.predict_table(model, generated_bearings, all_rows=True)
+    assert (every.rul_hours >= 0).all()
+    assert (every.rul_hours_conservative <= every.rul_hours).all()
+    assert (every.rul_hours <= every.rul_hours_high).all()
+    metrics = uc.evaluate(model, uc.eval_datasets(generated_bearings, ["Bearing1_3"]))
+    assert np.isfinite(metrics["RMSE"])
+
+
+def test_resample_index_spreads_rows_over_the_whole_life() -> None:
+    np.testing.assert_array_equal(resample_index(3, 6), [0, 0, 1, 1, 2, 2])
+    thin = resample_index(100, 10)
+    assert len(thin) == 10 and thin[-1] == 99 and np.all(np.diff(thin) == 10)
+    assert resample_index(0, 5).size == 0

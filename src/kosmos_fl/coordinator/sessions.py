@@ -137,6 +137,10 @@ class SessionRunner:
         with contextlib.suppress(OSError):
             mark_dead(s.out_dir, client_id, reason)
 
+    def _stable_name(self, sid: str) -> str:
+        rec = self.pool.clients.get(sid)
+        return (rec.identity or rec.name or "") if rec else ""
+
     async def maybe_start_session(self) -> None:
         if len(self.pool.waiting) >= self.config.num_clients:
             await self.pool.drop_revoked()
@@ -158,6 +162,9 @@ class SessionRunner:
                     resumed=point,
                 )
             else:
+                # client ids (and with them training seeds and a 2021 client's data) follow the
+                # clients' names, not the order they joined: same seed, same model
+                sids = sorted(sids, key=lambda sid: self._stable_name(sid))
                 session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
                 self.session = Session(
                     session_id=session_id,

@@ -35,6 +35,14 @@ def client_metrics(replies: list[Message]) -> dict[str, float]:
     return out
 
 
+def reply_client_id(msg: Message) -> int:
+    """The session client id a reply reports (replies without one sort first)."""
+    try:
+        return int(msg.content["metrics"]["client-id"])  # type: ignore[arg-type]  # a list: TypeError, -1
+    except (KeyError, TypeError, ValueError):
+        return -1
+
+
 def latency_split(replies: list[Message], sent_at: float, received_at: float) -> dict[str, float]:
     """Where a train phase's time went, from the wall clocks of server and clients (only exact
     when they share a clock, as on loopback; across hosts it is as good as their NTP).

@@ -33,7 +33,13 @@ from kosmos_fl.fl.liveness import (
     wait_for_nodes,
 )
 from kosmos_fl.fl.object_pulls import use_fast_object_pulls
-from kosmos_fl.fl.round_stats import RoundTimes, client_metrics, latency_split, round_statistics
+from kosmos_fl.fl.round_stats import (
+    RoundTimes,
+    client_metrics,
+    latency_split,
+    reply_client_id,
+    round_statistics,
+)
 from kosmos_fl.fl.screening import Screened, screen_replies
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
 from kosmos_fl.fl.tracking import SessionTracker, session_params
@@ -188,7 +194,8 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         )
         for cid, reason in screened.rejected:
             append_jsonl(progress, {"event": "rejected", "round": rnd, "client": cid, "reason": reason})
-        accepted = screened.accepted
+        # aggregate in client-id order, not arrival order: float sums depend on the order
+        accepted = sorted(screened.accepted, key=reply_client_id)
         if len(accepted) < spec.min_fit_clients or not accepted:
             dead = clients.dead()
             raise FederationError(

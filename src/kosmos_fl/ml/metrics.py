@@ -70,3 +70,31 @@ def phm2012_accuracy(actual_rul: float, predicted_rul: float) -> float:
     if er <= 0:
         return math.exp(-math.log(0.5) * er / 5.0)
     return math.exp(math.log(0.5) * er / 20.0)
+
+
+def cutoff_indices(elapsed: np.ndarray, life: float, lo: float, hi: float, k: int = 10) -> np.ndarray:
+    """Indices of the snapshots at ``k`` cut-offs spread evenly over ``[lo, hi]`` of the life
+    (the first snapshot at or after each fraction; ``elapsed`` ascending, same unit as ``life``)."""
+    if not 0 <= lo <= hi <= 1 or k < 1:
+        raise ValueError(f"cut-offs need 0 <= lo <= hi <= 1 and k >= 1, got {lo}, {hi}, {k}")
+    fractions = np.linspace(lo, hi, k)
+    idx = np.searchsorted(np.asarray(elapsed, dtype=np.float64), fractions * life)
+    return np.minimum(idx, len(elapsed) - 1)
+
+
+def phm2012_at_cutoffs(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """:func:`phm2012_accuracy` of each (actual, predicted) pair; actual RULs must be > 0."""
+    return np.array([phm2012_accuracy(float(a), float(p)) for a, p in zip(actual, predicted, strict=True)])
+
+
+def overestimate_share(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Share of predictions above the true RUL: the error that lets a machine run to failure."""
+    a = np.asarray(actual, dtype=np.float64)
+    return float(np.mean(np.asarray(predicted, dtype=np.float64) > a)) if a.size else math.nan
+
+
+def interval_coverage(actual: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[float, float]:
+    """Share of true values inside ``[low, high]`` and the interval's mean width."""
+    a = np.asarray(actual, dtype=np.float64)
+    lo, hi = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    return float(np.mean((a >= lo) & (a <= hi))), float(np.mean(hi - lo))

@@ -14,21 +14,28 @@ from torch import nn
 
 from kosmos_fl.data.femto import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
 from kosmos_fl.data.health import health_inputs, n_health_inputs, n_passthrough_inputs, smooth_failure_time
+from kosmos_fl.data.onset import RATIO_INPUTS, ratio_inputs
 from kosmos_fl.data.processed import ProcessedBearing, list_bearings, load_bearings
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.metrics import regression_report
 from kosmos_fl.ml.models import Cnn2021, Ffnn2021, RulMlp
+from kosmos_fl.ml.ratio import RulRatio
 from kosmos_fl.ml.train import predict, predict_heads
 from kosmos_fl.usecases.base import ArrayDataset, UseCase, UseCaseParams
 
 SECONDS_PER_HOUR = 3600.0
+#: Models whose inputs are built from a bearing's history: their predictions can be smoothed and
+#: their training bearings balanced.
+HISTORY_MODELS = ("mlp", "ratio")
 
 
 class BearingParams(UseCaseParams):
     #: ``cnn``: the 2021 CNN on STFT spectra; ``ffnn``: the 2021 network on 54 features;
     #: ``mlp``: a small MLP with interval heads on health-indicator inputs built from each
-    #: bearing's history (:mod:`kosmos_fl.data.health`), the options below.
-    model: Literal["cnn", "ffnn", "mlp"] = "cnn"
+    #: bearing's history (:mod:`kosmos_fl.data.health`), the options below; ``ratio``: RUL as a
+    #: learnt multiple of the elapsed time from per-bearing normalised health indicators
+    #: (:mod:`kosmos_fl.ml.ratio`, :mod:`kosmos_fl.data.onset`).
+    model: Literal["cnn", "ffnn", "mlp", "ratio"] = "cnn"
     #: ``mlp``: spans (snapshots) of the running means of the log-features.
     spans: tuple[float, ...] = (10.0, 100.0)
     #: ``mlp``: add the running maximum of the first span's means.
@@ -47,8 +54,13 @@ class BearingParams(UseCaseParams):
     #: ``mlp``: hidden layer widths and dropout.
     hidden: tuple[int, ...] = (64, 64)
     dropout: float = 0.1
-    #: ``mlp``: quantiles of the interval heads (``rul_hours_low`` / ``rul_hours_high``).
+    #: ``mlp``, ``ratio``: quantiles of the interval heads (``rul_hours_low`` / ``rul_hours_high``);
+    #: for ``ratio`` the low one is also the conservative estimate ``predict`` reports.
     quantiles: tuple[float, float] = (0.1, 0.9)
+    #: ``ratio``: the quantile of the log(RUL / elapsed) that is the point estimate (below 0.5 on
+    #: purpose: a late RUL is the costly error), and the hidden widths (none: linear).
+    point_quantile: float = Field(0.2, gt=0, lt=1)
+    ratio_hidden: tuple[int, ...] = ()
     #: ``mlp``: factor on the distances of the quantile heads from the point estimate. The heads
     #: learn the spread on the training bearings, which a model fits far better than a bearing it
     #: has never seen; the factor that makes the interval cover 80 % in leave-one-bearing-out
@@ -66,6 +78,12 @@ class BearingParams(UseCaseParams):
     #: weighs about the same in training (the metrics weigh every bearing equally; unbalanced, a
     #: long-lived bearing's many large RULs set the prediction for every healthy-looking snapshot).
     balance_bearings: bool = True
+    #: ``mlp``, ``ratio``: give every bearing exactly this many training rows, its snapshots
+    #: resampled evenly over its life (None: off). Unlike ``balance_bearings``, which evens out
+    #: bearings within one client, this also makes a client's weight in FedAvg (its row count)
+    #: proportional to its number of bearings, so a site with one long-lived bearing does not
+    #: outweigh the others.
+    rows_per_bearing: int | None = Field(None, ge=10)
     #: Where prepared arrays are cached (default: next to the data, else the user cache).
     cache_dir: str | None = None
 
@@ -90,13 +108,22 @@ def balance_repeats(counts: Sequence[int]) -> list[int]:
     return [max(1, round(top / n)) if n > 0 else 1 for n in counts]
 
 
+def resample_index(n: int, rows: int) -> np.ndarray:
+    """``rows`` indices into ``n`` snapshots spread evenly over them (repeating when ``rows > n``,
+    thinning when ``rows < n``), in time order; the last snapshot is always included."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.minimum(np.floor(np.arange(rows) * n / rows).astype(np.int64) + (n - 1) // rows, n - 1)
+
+
 class BearingUseCase(UseCase):
     """Predict a bearing's remaining useful life in hours from one vibration snapshot."""
 
     name = "BearingUseCase"
     #: 1.1: mlp defaults changed (absolute features, balanced bearings, asymmetric smoothing);
     #: a 1.0 model registered with its defaults unresolved would get other inputs, so it is refused.
-    version = "1.1"
+    #: 1.2: the ``ratio`` model.
+    version = "1.2"
     target_unit = "hours"
     Params = BearingParams
     params: BearingParams
@@ -118,6 +145,8 @@ class BearingUseCase(UseCase):
         return {**self._health_options(), "baseline": self.params.baseline}
 
     def _inputs(self, b: ProcessedBearing) -> np.ndarray:
+        if self.params.model == "ratio":
+            return ratio_inputs(b.features, b.timestamps)
         if self.params.model == "mlp":
             return health_inputs(b.features, b.timestamps, b.condition, **self._input_options())
         return b.spectra if self.params.model == "cnn" else b.features
@@ -125,7 +154,7 @@ class BearingUseCase(UseCase):
     def postprocess(self, pred: np.ndarray, elapsed_hours: np.ndarray) -> np.ndarray:
         """One bearing's predictions (rows in time order, one column per head) after the
         configured smoothing; the CNN and FFNN predictions are returned as they are."""
-        if self.params.model != "mlp" or self.params.smooth_span <= 1:
+        if self.params.model not in HISTORY_MODELS or self.params.smooth_span <= 1:
             return pred
         cols = [
             smooth_failure_time(
@@ -164,12 +193,16 @@ class BearingUseCase(UseCase):
         if not bearings:
             raise DataError("no bearings selected: check data_path and the bearing names")
         reps = [1] * len(bearings)
-        if self.params.model == "mlp" and self.params.balance_bearings:
+        if self.params.model in HISTORY_MODELS and self.params.balance_bearings:
             reps = balance_repeats([len(b.rul_seconds) for b in bearings.values()])
         xs, ys = [], []
         for b, r in zip(bearings.values(), reps, strict=True):
-            xs.append(np.tile(self._inputs(b), (r, 1)))
-            ys.append(np.tile(b.rul_seconds / SECONDS_PER_HOUR, r))
+            x, y = self._inputs(b), b.rul_seconds / SECONDS_PER_HOUR
+            if self.params.rows_per_bearing and self.params.model in HISTORY_MODELS:
+                idx = resample_index(len(y), self.params.rows_per_bearing)
+                x, y, r = x[idx], y[idx], 1
+            xs.append(np.tile(x, (r, 1)))
+            ys.append(np.tile(y, r))
         x, y = np.concatenate(xs), np.concatenate(ys)
         return ArrayDataset(x.astype(np.float32, copy=False), y.astype(np.float32))
 
@@ -208,6 +241,10 @@ class BearingUseCase(UseCase):
 
     def build_model(self) -> nn.Module:
         p = self.params
+        if p.model == "ratio":
+            return RulRatio(
+                len(RATIO_INPUTS), point_quantile=p.point_quantile, bounds=p.quantiles, hidden=p.ratio_hidden
+            )
         if p.model == "mlp":
             return RulMlp(
                 n_health_inputs(**self._health_options()),
@@ -228,7 +265,7 @@ class BearingUseCase(UseCase):
         out = {}
         for k, g in groups.items():
             pred = predict(model, g.x)
-            if self.params.model == "mlp":
+            if self.params.model in HISTORY_MODELS:
                 elapsed = getattr(g, "elapsed_hours", None)
                 if elapsed is None and self.params.elapsed:
                     elapsed = g.x[:, -1]
@@ -252,6 +289,9 @@ class BearingUseCase(UseCase):
             if heads.shape[1] >= 3:  # quantile heads: the interval, appended so old columns keep their place
                 cols["rul_hours_low"] = np.round(heads[idx, 1], 4)
                 cols["rul_hours_high"] = np.round(heads[idx, 2], 4)
+                # the figure to plan on: the interval's low end, a lower quantile of the RUL
+                # (its coverage on unseen bearings is in docs/RESULTS.md, "low <= true")
+                cols["rul_hours_conservative"] = cols["rul_hours_low"]
             frames.append(pd.DataFrame(cols))
         if not frames:
             raise DataError(f"no bearing folders found in {data_path}")

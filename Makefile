@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv, install everything, run a federated session on generated data
-#   make test   - the same set-up, then lint and the whole test suite (what CI runs)
+#   make test   - the same set-up, then lint, import contracts (lint-imports), type check (mypy)
+#                 and the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -21,10 +22,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: $(STAMP)
 	bash scripts/services.sh
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

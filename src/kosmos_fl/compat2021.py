@@ -229,23 +229,3 @@ def migrate(path: Path, kind: Kind | None = None) -> tuple[Kind, str, list[str]]
             "it (usecase: {name: TurbofanUseCase}; default BearingUseCase)\n"
         )
     return kind, header + dropped + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), notes
-
-
-def mlflow_params(spec: Any, model: Any, usecase: Any = None) -> dict[str, Any]:
-    """The MLflow params of a 2021 run under their 2021 names (logged besides today's names, so
-    old dashboards and queries keep working): ``number_clients``,
-    ``number_of_federated_trainingrounds`` and ``model_architecture`` (2021: the Keras summary;
-    here the PyTorch module tree, cut to MLflow's 6,000-character limit); for the turbofan use
-    case also ``sequence_length``, ``input_shape`` and ``file_id``. ``test_bearings`` has kept
-    its name."""
-    out: dict[str, Any] = {
-        "number_clients": spec.num_clients,
-        "number_of_federated_trainingrounds": spec.num_rounds,
-        "model_architecture": str(model)[:6000],
-    }
-    params = getattr(usecase, "params", None)
-    if getattr(usecase, "name", None) == "TurbofanUseCase" and params is not None:
-        out["sequence_length"] = params.sequence_length
-        out["input_shape"] = (params.sequence_length, len(params.sensors))
-        out["file_id"] = params.file_id
-    return out

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from kosmos_fl.data.femto import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
 from kosmos_fl.edge.config import EdgeConfig
 from kosmos_fl.errors import ConfigError
 from kosmos_fl.fl.privacy_config import (
@@ -36,28 +37,6 @@ from kosmos_fl.fl.privacy_config import (
 )
 
 ENV_PREFIX = "DYNACONF"
-
-#: The 11 test bearings of the IEEE PHM 2012 challenge, the 2021 server's default.
-DEFAULT_TEST_BEARINGS: tuple[str, ...] = (
-    "Bearing1_3",
-    "Bearing1_4",
-    "Bearing1_5",
-    "Bearing1_6",
-    "Bearing1_7",
-    "Bearing2_3",
-    "Bearing2_4",
-    "Bearing2_5",
-    "Bearing2_6",
-    "Bearing2_7",
-    "Bearing3_3",
-)
-
-#: The 2021 assignment of FEMTO learning bearings to client ids.
-DEFAULT_BEARINGS_PER_CLIENT: dict[int, list[str]] = {
-    0: ["Bearing1_1", "Bearing1_2"],
-    1: ["Bearing2_1", "Bearing2_2"],
-    2: ["Bearing3_1", "Bearing3_2"],
-}
 
 STRATEGIES = (
     "FedAvg",

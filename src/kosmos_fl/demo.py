@@ -19,7 +19,8 @@ from rich.table import Table
 
 from kosmos_fl.config import load_server_config
 from kosmos_fl.errors import DataError, FederationError
-from kosmos_fl.localfed import LocalFederation, read_progress
+from kosmos_fl.fl.session import read_progress
+from kosmos_fl.localfed import LocalFederation
 from kosmos_fl.usecases import load_usecase
 
 console = Console()

@@ -190,16 +190,3 @@ class LocalFederation:
                 leftovers.append(" ".join(proc.cmdline())[:200])
                 proc.kill()
         return leftovers
-
-
-def read_progress(path: Path) -> list[dict[str, Any]]:
-    """The per-round records a session's ServerApp wrote so far (``progress.jsonl``)."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line being written right now
-    return [r for r in rows if r.get("event") == "round"]

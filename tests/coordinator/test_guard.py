@@ -16,28 +16,15 @@ from hypothesis import strategies as st
 
 from kosmos_fl.config import LimitsConfig, load_server_config
 from kosmos_fl.coordinator.guard import raise_fd_limit
-from kosmos_fl.coordinator.server import Coordinator
 from kosmos_fl.errors import ConfigError
+from tests.coordinator.pieces import Pieces, server_config
 
 
-class Wire(Coordinator):
-    """A coordinator whose outgoing events are recorded; clients are fed raw Socket.IO packets."""
+class Wire(Pieces):
+    """Admission and session runner with recorded emits; clients are fed raw Socket.IO packets."""
 
     def __init__(self, tmp_path: Path, **cfg: Any) -> None:
-        config = load_server_config(
-            None, work_dir=str(tmp_path / "w"), mlflow_server_address=str(tmp_path / "m"), **cfg
-        )
-        super().__init__(config, tmp_path)
-        self.emitted: list[tuple[str, str, Any]] = []
-        self.started: list[list[str]] = []
-
-        async def emit(event: str, data: Any = None, to: str | None = None, **_: Any) -> None:
-            self.emitted.append((event, to or "", data))
-
-        self.sio.emit = emit  # type: ignore[method-assign]
-
-    async def _run_session(self, s: Any) -> None:  # type: ignore[override]
-        self.started.append(list(s.sids))
+        super().__init__(tmp_path, server_config(tmp_path, **cfg))
 
     async def join(self, eio_sid: str) -> str:
         """Open a connection the way engine.io does and send the Socket.IO CONNECT packet."""

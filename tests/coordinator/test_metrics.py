@@ -13,8 +13,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from kosmos_fl.coordinator.admin_auth import protect
-from kosmos_fl.coordinator.dashboard import ProgressFollower
 from kosmos_fl.coordinator.metrics import FederationMetrics, report_rejected_update
+from kosmos_fl.coordinator.progress import ProgressFollower
 from kosmos_fl.fl.session import PROGRESS_FILE, append_jsonl
 
 

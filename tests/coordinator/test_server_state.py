@@ -9,39 +9,29 @@ from typing import Any
 
 import pytest
 
-from kosmos_fl.config import load_server_config
-from kosmos_fl.coordinator.server import Coordinator, Session
+from kosmos_fl.coordinator.sessions import Session
+from tests.coordinator.pieces import Pieces, server_config
 
 
-class Recorder(Coordinator):
-    """Coordinator whose emits are recorded and whose sessions end when the test says so."""
+class Recorder(Pieces):
+    """Admission and session runner whose emits are recorded and whose sessions end when the test says so."""
 
     def __init__(self, tmp_path: Path, **cfg: Any) -> None:
-        config = load_server_config(
-            None, work_dir=str(tmp_path / "w"), mlflow_server_address=str(tmp_path / "m"), **cfg
-        )
-        super().__init__(config, tmp_path)
-        self.emitted: list[tuple[str, str, Any]] = []
-        self.started: list[list[str]] = []
+        super().__init__(tmp_path, server_config(tmp_path, **cfg))
         self.release = asyncio.Event()
 
-        async def emit(event: str, data: Any = None, to: str | None = None, **_: Any) -> None:
-            self.emitted.append((event, to or "", data))
-
-        self.sio.emit = emit  # type: ignore[method-assign]
-
-    async def _run_session(self, s: Session) -> None:  # type: ignore[override]
+    async def run_session(self, s: Session) -> None:
         self.started.append(list(s.sids))
         await self.release.wait()
         self.release.clear()
         s.result = {"status": "completed", "model_uri": "models:/x/1"}
-        await self._finish_session(s)
+        await self.sessions.finish_session(s)
 
     def events(self, sid: str, name: str) -> list[Any]:
         return [d for e, to, d in self.emitted if e == name and to == sid]
 
 
-async def connect(c: Coordinator, sid: str) -> None:
+async def connect(c: Pieces, sid: str) -> None:
     await c.on_connect(sid, {"REMOTE_ADDR": "10.0.0.1", "HTTP_HOST": "server:6000"})
 
 

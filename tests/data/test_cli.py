@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kosmos_fl.cli import app, main
-from kosmos_fl.data.cli import parse_snapshots
+from kosmos_fl.cli.data import parse_snapshots
 from kosmos_fl.errors import DataError
 
 runner = CliRunner()

@@ -12,18 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import kosmos_fl.data.cache as disk_cache
 import kosmos_fl.data.femto as femto
 import kosmos_fl.data.processed as processed
+from kosmos_fl.data.cache import PIPELINE_VERSION, default_cache_dir
 from kosmos_fl.data.features import FEATURE_COLUMNS, FEATURE_NAMES
+from kosmos_fl.data.layout import read_2021_bearing
 from kosmos_fl.data.processed import (
-    PIPELINE_VERSION,
     ProcessedBearing,
-    default_cache_dir,
     list_bearings,
     load_bearings,
     prepare_bearing,
     prepare_dataset,
-    read_2021_bearing,
 )
 from kosmos_fl.data.spectra import SPECTRA_SHAPE
 from kosmos_fl.errors import DataError, DataFormatError
@@ -102,7 +102,7 @@ def test_cache_hit_and_invalidation(small_raw: Path, tmp_path: Path, monkeypatch
     assert reads.names == ["Bearing1_1"] * 4 and fewer.n_snapshots == first.n_snapshots - 1
 
     # a new pipeline version -> recomputed; back to the old one -> recomputed again
-    monkeypatch.setattr(processed, "PIPELINE_VERSION", PIPELINE_VERSION + "-next")
+    monkeypatch.setattr(disk_cache, "PIPELINE_VERSION", PIPELINE_VERSION + "-next")
     prepare_bearing(folder, cache)
     assert len(reads.names) == 5
     assert len(list(cache.iterdir())) == 1  # one entry per bearing folder, replaced in place
@@ -158,7 +158,7 @@ def test_load_errors(tmp_path: Path) -> None:
 
 def test_default_cache_dir_for_read_only_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_cache_dir(tmp_path) == tmp_path / ".kosmos-cache"
-    monkeypatch.setattr(processed.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(disk_cache.os, "access", lambda *a, **k: False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir(tmp_path) == tmp_path / "xdg" / "kosmos-fl"
 
@@ -193,7 +193,7 @@ def test_prepared_folder_without_source_and_old_version(
     prepare_dataset(small_raw, out, progress=False, workers=1)
     shutil.rmtree(small_raw)
     assert len(load_bearings(out)) == 3  # still usable on its own
-    monkeypatch.setattr(processed, "PIPELINE_VERSION", "999")
+    monkeypatch.setattr(disk_cache, "PIPELINE_VERSION", "999")
     with pytest.raises(DataError, match=r"pipeline version.*re-run"):
         load_bearings(out)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kosmos_fl.fl import partition
-from kosmos_fl.fl.client_app import train_locally
+from kosmos_fl.fl.local_training import train_locally
 from kosmos_fl.fl.partition import PoolKey, pooled_dataset, take_partition, virtual_client_data
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.ml.train import get_weights

@@ -11,8 +11,7 @@ import pytest
 
 from kosmos_fl.config import load_server_config
 from kosmos_fl.errors import ConfigError
-from kosmos_fl.fl.privacy import one_round_epsilon
-from kosmos_fl.fl.privacy_config import SecureAggregationConfig
+from kosmos_fl.fl.privacy_config import SecureAggregationConfig, one_round_epsilon
 
 
 @pytest.fixture(autouse=True)

@@ -10,32 +10,23 @@ from typing import Any
 import pytest
 import socketio
 
-from kosmos_fl.config import load_server_config
-from kosmos_fl.coordinator.server import Coordinator, Session
+from kosmos_fl.coordinator.sessions import Session
 from kosmos_fl.security.clients import ClientRegistry, load_bundle
 from kosmos_fl.security.policy import ServerSecurity
+from tests.coordinator.pieces import Pieces, server_config
 
 
-class Recorder(Coordinator):
+class Recorder(Pieces):
     def __init__(self, tmp_path: Path, registry: ClientRegistry) -> None:
-        cfg = load_server_config(
-            None, num_clients=2, work_dir=str(tmp_path / "w"), mlflow_server_address=str(tmp_path / "m")
-        )
-        super().__init__(cfg, tmp_path)
-        self.security = ServerSecurity(None, None, None, True, registry)
-        self.emitted: list[tuple[str, str, Any]] = []
-        self.started: list[list[str]] = []
-
-        async def emit(event: str, data: Any = None, to: str | None = None, **_: Any) -> None:
-            self.emitted.append((event, to or "", data))
+        super().__init__(tmp_path, server_config(tmp_path, num_clients=2))
+        self.admission.security = ServerSecurity(None, None, None, True, registry)
 
         async def disconnect(sid: str, **_: Any) -> None:
             await self.on_disconnect(sid, "server disconnect")
 
-        self.sio.emit = emit  # type: ignore[method-assign]
         self.sio.disconnect = disconnect  # type: ignore[method-assign]
 
-    async def _run_session(self, s: Session) -> None:  # type: ignore[override]
+    async def run_session(self, s: Session) -> None:
         self.started.append([self.clients[sid].identity or "" for sid in s.sids])
 
 

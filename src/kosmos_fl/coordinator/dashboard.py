@@ -14,22 +14,47 @@ import collections
 import contextlib
 import json
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from kosmos_fl.config import ServerConfig
 from kosmos_fl.coordinator.admin_auth import protect
+from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.metrics import FederationMetrics
-from kosmos_fl.fl.session import PROGRESS_FILE
-
-if TYPE_CHECKING:
-    from kosmos_fl.coordinator.server import Coordinator
+from kosmos_fl.coordinator.progress import ProgressFollower, SessionView
+from kosmos_fl.fl import runtime
+from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.dashboard")
+
+
+class Federation(SessionView, Protocol):
+    """What the dashboard reads of the coordinator (``kosmos_fl.coordinator.server.Coordinator``)."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+
+    @property
+    def clients(self) -> dict[str, ClientRecord]: ...
+
+    @property
+    def waiting(self) -> list[str]: ...
+
+    @property
+    def mlflow_uri(self) -> str: ...
+
+    @property
+    def usecase_cls(self) -> type[UseCase]: ...
+
+    @property
+    def superlink(self) -> runtime.ManagedProcess | None: ...
+
+    @property
+    def app(self) -> web.Application: ...
+
 
 STATIC_DIR = Path(__file__).parent / "dashboard_static"
 STATIC_FILES = {
@@ -37,7 +62,6 @@ STATIC_FILES = {
     "dashboard.css": "text/css",
 }
 #: Sessions whose per-round progress the dashboard keeps in memory.
-KEEP_SESSIONS = 5
 TICK_SECONDS = 0.5
 
 
@@ -64,88 +88,10 @@ class RecentErrors(logging.Handler):
             self.handleError(record)
 
 
-@dataclass
-class _Followed:
-    session_id: str
-    path: Path
-    offset: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-
-
-class ProgressFollower:
-    """Reads new lines of each session's progress.jsonl once and accounts them."""
-
-    def __init__(self, coord: Coordinator, metrics: FederationMetrics) -> None:
-        self.coord = coord
-        self.metrics = metrics
-        self.sessions: collections.OrderedDict[str, _Followed] = collections.OrderedDict()
-        self.done_seen = 0
-        self._lock = threading.Lock()  # ticks come from the loop and from scrape threads
-
-    def _follow(self, session_id: str, out_dir: Path) -> _Followed:
-        f = self.sessions.get(session_id)
-        if f is None:
-            f = self.sessions[session_id] = _Followed(session_id, out_dir / PROGRESS_FILE)
-            self.metrics.sessions_started.inc()
-            while len(self.sessions) > KEEP_SESSIONS:
-                self.sessions.popitem(last=False)
-        return f
-
-    def _read(self, f: _Followed) -> None:
-        try:
-            with f.path.open("rb") as fh:
-                fh.seek(f.offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return  # no complete line yet
-        f.offset += end + 1
-        for line in chunk[: end + 1].splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                log.warning("session %s: unreadable progress line skipped", f.session_id)
-                continue
-            if row.get("event") == "round":
-                f.rows.append(row)
-                self.metrics.observe_round(row)
-            elif row.get("event") == "rejected_update":
-                f.rejected.append(row)
-                self.metrics.observe_rejected(row)
-
-    def tick(self) -> None:
-        with self._lock:
-            self._tick()
-
-    def _tick(self) -> None:
-        s = self.coord.session
-        if s is not None:
-            self._read(self._follow(s.session_id, s.out_dir))
-        done = self.coord.sessions_done
-        for d in done[self.done_seen :]:
-            f = self._follow(d["session_id"], Path(d["out_dir"]))
-            self._read(f)  # the last rows may have landed after the previous tick
-            self.metrics.sessions.labels(status=d["status"]).inc()
-        self.done_seen = len(done)
-
-    def rows(self, session_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            f = self.sessions.get(session_id)
-            return list(f.rows) if f else []
-
-    def rejected(self, session_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            f = self.sessions.get(session_id)
-            return list(f.rejected) if f else []
-
-
 class Dashboard:
     """State document for the page, MLflow links, and the HTTP handlers."""
 
-    def __init__(self, coord: Coordinator) -> None:
+    def __init__(self, coord: Federation) -> None:
         self.coord = coord
         self.started_at = time.time()
         self.metrics = FederationMetrics(self.snapshot)
@@ -364,7 +310,7 @@ class Dashboard:
                 await self._task
 
 
-def attach(coord: Coordinator) -> Dashboard:
+def attach(coord: Federation) -> Dashboard:
     """Add the dashboard and /metrics to the coordinator's aiohttp app."""
     dash = Dashboard(coord)
     guard = dash.admin_token

@@ -3,7 +3,7 @@
 Gauges that describe the current state (clients by state, running session, current round) are
 computed from the coordinator at scrape time, so they can never drift from what ``/status`` says.
 Counters and histograms (sessions, rounds, round duration, bytes, rejected updates, errors) are fed
-by :class:`kosmos_fl.coordinator.dashboard.ProgressFollower` from the session's ``progress.jsonl``
+by :class:`kosmos_fl.coordinator.progress.ProgressFollower` from the session's ``progress.jsonl``
 and by the log handler that collects warnings and errors.
 
 Each coordinator owns its registry (not the process-global one), so several coordinators in one

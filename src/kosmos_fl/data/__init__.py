@@ -8,7 +8,7 @@ Modules:
 * :mod:`~kosmos_fl.data.processed`: processed bearings, the cache, prepared and 2021 layouts;
 * :mod:`~kosmos_fl.data.generate`: seeded synthetic bearings in the raw format;
 * :mod:`~kosmos_fl.data.cmapss`: NASA C-MAPSS reader, labels, normaliser, windows, generator;
-* :mod:`~kosmos_fl.data.cli`: the ``kosmos-fl data`` commands.
+* :mod:`~kosmos_fl.cli.data`: the ``kosmos-fl data`` commands.
 
 The most used names are re-exported lazily (importing this package stays cheap, which keeps
 ``kosmos-fl --help`` fast): ``from kosmos_fl.data import load_bearings``.

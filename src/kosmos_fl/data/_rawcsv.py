@@ -9,6 +9,7 @@ a cached reload) does not import pyarrow.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,8 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from kosmos_fl.data.femto import SNAPSHOT_LEN, AccFile, OnError, _first_line_time, log
+from kosmos_fl.data.acc_files import SNAPSHOT_LEN, AccFile, OnError, first_line_time
 from kosmos_fl.errors import DataFormatError
+
+#: The reader's logger: a skipped file is reported as the reader's warning, as before the split.
+log = logging.getLogger("kosmos_fl.data.femto")
 
 CHUNK_BYTES = 24 << 20  # files parsed per pyarrow call; bounds the reusable buffer
 _PARSE_BLOCK = 1 << 20
@@ -133,7 +137,7 @@ class ChunkReader:
                 continue
             try:
                 head = bytes(self.view[off : off + min(n, 256)])
-                tod, delimiter, decimal_comma = _first_line_time(head)
+                tod, delimiter, decimal_comma = first_line_time(head)
             except ValueError as exc:
                 self.fail(pos, str(exc))
                 continue

@@ -18,22 +18,27 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from kosmos_fl.data.acc_files import (
+    SNAPSHOT_LEN,
+    AccFile,
+    OnError,
+    first_line_time,
+    has_acc_files,
+    list_acc_files,
+)
 from kosmos_fl.errors import DataError, DataFormatError
 
 log = logging.getLogger(__name__)
 
 CONDITIONS: dict[int, tuple[int, int]] = {1: (1800, 4000), 2: (1650, 4200), 3: (1500, 5000)}
 """Operating condition -> (shaft speed in rpm, radial load in N)."""
-SNAPSHOT_LEN = 2560
 SAMPLE_RATE = 25600.0
 SNAPSHOT_PERIOD = 10.0
 """Seconds between two snapshots of the PRONOSTIA acquisition."""
@@ -41,10 +46,29 @@ CHALLENGE_SUBSETS = ("Full_Test_Set", "Learning_set", "Test_set")
 """Sub-folders of the PHM 2012 archives; earlier ones win when a bearing appears twice
 (``Test_set`` holds truncated recordings, ``Full_Test_Set`` the same bearings run to failure)."""
 
-OnError = Literal["raise", "skip"]
+#: The 11 test bearings of the IEEE PHM 2012 challenge, the 2021 server's default.
+DEFAULT_TEST_BEARINGS: tuple[str, ...] = (
+    "Bearing1_3",
+    "Bearing1_4",
+    "Bearing1_5",
+    "Bearing1_6",
+    "Bearing1_7",
+    "Bearing2_3",
+    "Bearing2_4",
+    "Bearing2_5",
+    "Bearing2_6",
+    "Bearing2_7",
+    "Bearing3_3",
+)
+
+#: The 2021 assignment of FEMTO learning bearings to client ids.
+DEFAULT_BEARINGS_PER_CLIENT: dict[int, list[str]] = {
+    0: ["Bearing1_1", "Bearing1_2"],
+    1: ["Bearing2_1", "Bearing2_2"],
+    2: ["Bearing3_1", "Bearing3_2"],
+}
 
 _BEARING_RE = re.compile(r"^Bearing(\d+)_(\d+)$")
-_ACC_RE = re.compile(r"^acc_(\d+)\.csv$")
 _DAY = 86400.0
 
 
@@ -66,16 +90,6 @@ class RawBearing:
     """Files whose timestamp was out of order and was interpolated from its neighbours."""
 
 
-@dataclass(frozen=True)
-class AccFile:
-    """One ``acc_*.csv`` with the stat data that keys caches."""
-
-    path: Path
-    index: int
-    size: int
-    mtime_ns: int
-
-
 def bearing_condition(name: str) -> int:
     """Operating condition encoded in a PHM 2012 bearing name: ``"Bearing2_3"`` -> 2."""
     match = _BEARING_RE.match(name)
@@ -95,31 +109,6 @@ def bearing_sort_key(name: str) -> tuple[int, int, str]:
     return (int(match.group(1)), int(match.group(2)), name)
 
 
-def list_acc_files(folder: Path) -> list[AccFile]:
-    """The snapshot files of a bearing folder sorted by their number; other files are ignored."""
-    found: list[AccFile] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as exc:
-        raise DataError(f"cannot list bearing folder {folder}: {exc.strerror}") from exc
-    for entry in entries:
-        match = _ACC_RE.match(entry.name)
-        if match is None or not entry.is_file():
-            continue
-        st = entry.stat()
-        found.append(AccFile(Path(entry.path), int(match.group(1)), st.st_size, st.st_mtime_ns))
-    found.sort(key=lambda f: (f.index, f.path.name))
-    return found
-
-
-def _has_acc_files(folder: Path) -> bool:
-    try:
-        with os.scandir(folder) as it:
-            return any(_ACC_RE.match(e.name) for e in it)
-    except OSError:
-        return False
-
-
 def find_bearings(root: Path) -> dict[str, Path]:
     """Bearing folders (``BearingC_I`` holding ``acc_*.csv``) under ``root``, sorted by name.
 
@@ -131,7 +120,7 @@ def find_bearings(root: Path) -> dict[str, Path]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist; check the path")
-    if _BEARING_RE.match(root.name) and _has_acc_files(root):
+    if _BEARING_RE.match(root.name) and has_acc_files(root):
         return {root.name: root}
 
     rank = {name: i for i, name in enumerate(CHALLENGE_SUBSETS)}
@@ -146,7 +135,7 @@ def find_bearings(root: Path) -> dict[str, Path]:
             if child.name.startswith("."):
                 continue
             if _BEARING_RE.match(child.name):
-                if _has_acc_files(child):
+                if has_acc_files(child):
                     priority = rank.get(child.parent.name, len(rank))
                     if child.name not in found or priority < found[child.name][0]:
                         found[child.name] = (priority, child)
@@ -181,25 +170,6 @@ def rul_labels(timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- timestamps
-
-
-def _first_line_time(head: bytes) -> tuple[float, bytes, bool]:
-    """Time of day (s), delimiter and decimal-comma flag from a snapshot's first line."""
-    line = head.split(b"\n", 1)[0].rstrip(b"\r")
-    delimiter = b";" if b";" in line else b","
-    decimal_comma = delimiter == b";" and b"," in line
-    if decimal_comma:
-        line = line.replace(b",", b".")
-    fields = line.split(delimiter)
-    if len(fields) != 6:
-        raise ValueError(f"first row has {len(fields)} fields, expected 6 (h,m,s,us,horiz,vert)")
-    try:
-        hour, minute, second, micro = (float(f) for f in fields[:4])
-    except ValueError:
-        raise ValueError(f"first row {line[:60]!r} is not numeric") from None
-    if not (0 <= hour < 24 and 0 <= minute < 60 and 0 <= second < 61 and 0 <= micro <= 1e6):
-        raise ValueError(f"first row time {hour:g}:{minute:g}:{second:g}.{micro:g} is out of range")
-    return hour * 3600.0 + minute * 60.0 + second + micro * 1e-6, delimiter, decimal_comma
 
 
 def _longest_increasing(t: np.ndarray) -> np.ndarray:
@@ -330,7 +300,7 @@ def read_timestamps(folder: Path) -> np.ndarray:
     for acc in list_acc_files(Path(folder)):
         try:
             with open(acc.path, "rb") as fh:
-                times.append(_first_line_time(fh.read(256))[0])
+                times.append(first_line_time(fh.read(256))[0])
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise DataFormatError(f"{acc.path}: {reason}") from exc

@@ -73,27 +73,6 @@ def equal_weights(replies: list[Message]) -> list[Message]:
     return replies
 
 
-def one_round_epsilon(noise_multiplier: float, target_delta: float) -> float:
-    """Epsilon of a single round (for the config check that the budget allows any training)."""
-    from flwr.serverapp import PrivacyConfig, RdpAccountant
-    from flwr.supercore.privacy_accounting import (
-        GaussianPrivacyEvent,
-        NeighboringRelation,
-        SamplingMethod,
-    )
-
-    acc = RdpAccountant(
-        PrivacyConfig(
-            target_delta=target_delta,
-            population_size=1,
-            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-            sampling_method=SamplingMethod.NO_AMPLIFICATION,
-        )
-    )
-    acc.compose(GaussianPrivacyEvent(noise_multiplier=noise_multiplier, sample_size=1, population_size=1))
-    return acc.get_epsilon(target_delta)
-
-
 def spent(strategy: Any) -> dict[str, float]:
     """Epsilon and delta spent so far (MLflow metrics ``dp_epsilon``, ``dp_delta``)."""
     used = strategy.privacy_spent()

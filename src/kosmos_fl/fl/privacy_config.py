@@ -104,8 +104,6 @@ class DifferentialPrivacyConfig(_Model):
     def _budget_allows_one_round(self) -> DifferentialPrivacyConfig:
         if self.max_epsilon is None:
             return self
-        from kosmos_fl.fl.privacy import one_round_epsilon
-
         eps = one_round_epsilon(self.noise_multiplier, self.target_delta)
         if eps > self.max_epsilon:
             raise ValueError(
@@ -114,6 +112,27 @@ class DifferentialPrivacyConfig(_Model):
                 f"target_delta={self.target_delta:g}); raise max_epsilon or noise_multiplier"
             )
         return self
+
+
+def one_round_epsilon(noise_multiplier: float, target_delta: float) -> float:
+    """Epsilon of a single round (for the config check that the budget allows any training)."""
+    from flwr.serverapp import PrivacyConfig, RdpAccountant
+    from flwr.supercore.privacy_accounting import (
+        GaussianPrivacyEvent,
+        NeighboringRelation,
+        SamplingMethod,
+    )
+
+    acc = RdpAccountant(
+        PrivacyConfig(
+            target_delta=target_delta,
+            population_size=1,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        )
+    )
+    acc.compose(GaussianPrivacyEvent(noise_multiplier=noise_multiplier, sample_size=1, population_size=1))
+    return acc.get_epsilon(target_delta)
 
 
 def secure_aggregation_from(value: Any) -> Any:

@@ -34,6 +34,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.server.workflow import SecAggPlusWorkflow
 
 from kosmos_fl.errors import FederationError
+from kosmos_fl.fl.local_training import train_locally
 from kosmos_fl.fl.session import NodeSpec, SessionSpec
 
 log = logging.getLogger("kosmos_fl.secure")
@@ -58,7 +59,6 @@ class _UpdateClient(NumPyClient):
         self.context = context
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[Any, int, dict[str, Any]]:
-        from kosmos_fl.fl.client_app import train_locally  # not at import: client_app imports us
         from kosmos_fl.ml.train import get_weights, pack_weights
 
         t0 = time.monotonic()

@@ -109,3 +109,16 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, default=str) + "\n")
         fh.flush()
+
+
+def read_progress(path: Path) -> list[dict[str, Any]]:
+    """The per-round records a session's ServerApp wrote so far (``progress.jsonl``)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line being written right now
+    return [r for r in rows if r.get("event") == "round"]

@@ -331,7 +331,7 @@ def run_simulation(
         raise FederationError(f"the simulation ended without a result; see the log above ({out_dir})")
     import json
 
-    from kosmos_fl.localfed import read_progress
+    from kosmos_fl.fl.session import read_progress
 
     result = json.loads(result_path.read_text(encoding="utf-8"))
     if result.get("status") != "completed":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from kosmos_fl.errors import ConfigError
+from kosmos_fl.fl.session import SessionSpec
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -82,3 +85,85 @@ def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = str(value)[:6000]
     return out
+
+
+def session_params(
+    spec: SessionSpec, test_names: list[str], model_name: str, model_parameters: int
+) -> dict[str, Any]:
+    """The MLflow params of a session: its settings, the evaluation groups and the model's size."""
+    return {
+        "num_clients": spec.num_clients,
+        "min_fit_clients": spec.min_fit_clients,
+        "n_federated_train_epoch": spec.num_rounds,
+        "strategy": spec.strategy_name,
+        "strategy_params": spec.strategy_params,
+        "local_epochs": spec.local_epochs,
+        "learning_rate": spec.learning_rate,
+        "batch_size": spec.batch_size,
+        "seed": spec.seed,
+        "usecase": spec.usecase_name,
+        "usecase_version": spec.usecase_version,
+        "usecase_params": spec.usecase_params,
+        "test_bearings": ",".join(test_names),
+        "model": model_name,
+        "model_parameters": model_parameters,
+        "max_update_norm_ratio": spec.max_update_norm_ratio,
+        "max_update_norm": spec.max_update_norm,
+    }
+
+
+def params_2021(spec: Any, model: Any, usecase: Any = None) -> dict[str, Any]:
+    """The MLflow params of a 2021 run under their 2021 names (logged besides today's names, so
+    old dashboards and queries keep working): ``number_clients``,
+    ``number_of_federated_trainingrounds`` and ``model_architecture`` (2021: the Keras summary;
+    here the PyTorch module tree, cut to MLflow's 6,000-character limit); for the turbofan use
+    case also ``sequence_length``, ``input_shape`` and ``file_id``. ``test_bearings`` has kept
+    its name."""
+    out: dict[str, Any] = {
+        "number_clients": spec.num_clients,
+        "number_of_federated_trainingrounds": spec.num_rounds,
+        "model_architecture": str(model)[:6000],
+    }
+    params = getattr(usecase, "params", None)
+    if getattr(usecase, "name", None) == "TurbofanUseCase" and params is not None:
+        out["sequence_length"] = params.sequence_length
+        out["input_shape"] = (params.sequence_length, len(params.sensors))
+        out["file_id"] = params.file_id
+    return out
+
+
+class SessionTracker:
+    """Thin MLflow logger bound to the session's run (created beforehand by the coordinator)."""
+
+    def __init__(self, spec: SessionSpec) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(spec.mlflow_tracking_uri)
+        self.client = MlflowClient(tracking_uri=spec.mlflow_tracking_uri)
+        self.run_id = spec.mlflow_run_id
+
+    def params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flat_params(params).items()]
+        for i in range(0, len(items), 90):
+            self.client.log_batch(self.run_id, params=items[i : i + 90])
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
+        for i in range(0, len(items), 900):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 900])
+
+    def tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def has_step(self, metrics: dict[str, float], step: int) -> bool:
+        """Whether MLflow already holds this round's metrics (they are logged in one batch)."""
+        key = next((k for k, v in metrics.items() if math.isfinite(v)), None)
+        if key is None:
+            return True
+        return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))

@@ -29,10 +29,6 @@ from typing import Any
 TEMPLATE_FLAG = "--template"
 #: How often the SuperExec asks its SuperNode for new tasks (Flower's default is 1 s).
 TASK_POLL_INTERVAL = "0.05"
-#: In a forked ClientApp process: the wall-clock time of the fork, for the latency split. An
-#: environment variable, because the template runs as ``__main__`` while the ClientApp imports
-#: this module under its own name (a module-level value would not be shared).
-FORKED_AT_ENV = "KOSMOS_FL_FORKED_AT"
 
 
 class WarmExecutor:
@@ -133,8 +129,8 @@ def _template() -> None:
     import flwr.supernode.runtime.run_clientapp  # noqa: F401
     import torch
 
-    import kosmos_fl.fl.client_app
     import kosmos_fl.fl.server_app  # noqa: F401  (the app's FAB module imports both apps)
+    from kosmos_fl.fl.client_app import FORKED_AT_ENV
     from kosmos_fl.fl.object_pulls import use_fast_object_pulls
     from kosmos_fl.usecases import available_usecases
 

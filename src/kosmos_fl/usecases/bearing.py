@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 from torch import nn
 
-from kosmos_fl.config import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
+from kosmos_fl.data.femto import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
 from kosmos_fl.data.health import health_inputs, n_health_inputs, n_passthrough_inputs, smooth_failure_time
 from kosmos_fl.data.onset import RATIO_INPUTS, ratio_inputs
 from kosmos_fl.data.processed import ProcessedBearing, list_bearings, load_bearings

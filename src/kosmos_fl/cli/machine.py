@@ -108,10 +108,10 @@ def ingest(
     config: Path | None = typer.Option(None, "--config", "-c", help="Client config with an 'edge' section."),
 ) -> None:
     """Collect this site's machine data without joining a federation (until Ctrl-C)."""
-    from kosmos_fl.cli import _logging
+    from kosmos_fl.cli._console import cli_logging
     from kosmos_fl.edge.site import EdgeSite
 
-    _logging(False)
+    cli_logging(False)
     cfg, base = _client_edge(config)
     site = EdgeSite(cfg.edge, base, cfg.client_name or "client")
     stop = threading.Event()

@@ -112,15 +112,9 @@ def generate(
 @app.command()
 def info(data_dir: Path = typer.Argument(..., help="Raw, prepared or 2021-layout data folder.")) -> None:
     """Show the bearings in DATA_DIR: snapshots, life and operating condition."""
+    from kosmos_fl.data.cache import read_meta
     from kosmos_fl.data.femto import find_bearings, list_acc_files, read_timestamps
-    from kosmos_fl.data.processed import (
-        LEGACY_FILES,
-        MANIFEST,
-        detect_layout,
-        legacy_bearings,
-        read_csv_matrix,
-        read_meta,
-    )
+    from kosmos_fl.data.layout import LEGACY_FILES, MANIFEST, detect_layout, legacy_bearings, read_csv_matrix
 
     layout = detect_layout(data_dir)
     rows: list[tuple[str, int, int, float, str]] = []

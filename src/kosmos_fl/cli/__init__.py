@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from kosmos_fl import __version__
-from kosmos_fl.data.cli import app as data_app
-from kosmos_fl.edge.cli import app as machine_app
+from kosmos_fl.cli._console import cli_logging, err_console
+from kosmos_fl.cli.data import app as data_app
+from kosmos_fl.cli.machine import app as machine_app
+from kosmos_fl.cli.security import certs_app, clients_app
 from kosmos_fl.errors import FederationError, KosmosError
-from kosmos_fl.security.cli import certs_app, clients_app
 
 app = typer.Typer(
     name="kosmos-fl",
@@ -33,8 +33,6 @@ app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay,
 config_app = typer.Typer(no_args_is_help=True)
 app.add_typer(config_app, name="config", help="Configuration files: migrate a 2021 KOSMoS config.")
 
-err_console = Console(stderr=True)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -47,12 +45,6 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
 ) -> None:
     """Federated learning of remaining useful life (RUL) for predictive maintenance."""
-
-
-def _logging(verbose: bool, json_logs: bool = False) -> None:
-    from kosmos_fl.logs import setup_logging
-
-    setup_logging(verbose, "json" if json_logs else "text", console=err_console)
 
 
 LOG_JSON_HELP = "Log one JSON object per line (with session and client ids); config: log_format: json."
@@ -90,7 +82,7 @@ def server(
 
     config = config or _default_file("config.yaml")
     cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
-    _logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
+    cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, base))
@@ -113,7 +105,7 @@ def client(
 
     config = config or _default_file("client.yaml")
     cfg = load_client_config(config, client_name=name, insecure=insecure or None)
-    _logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
+    cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(KosmosClient(cfg, base, once=once).run())
@@ -170,7 +162,7 @@ def simulate(
 ) -> None:
     """Run the session's ServerApp and ClientApp on Flower's simulation engine (Ray) with N
     virtual clients partitioned from one data set: strategy research before a roll-out."""
-    from kosmos_fl.simulate_cli import run_simulate
+    from kosmos_fl.cli.simulate import run_simulate
 
     run_simulate(
         clients=clients, rounds=rounds, data=data, snapshots=snapshots, work_dir=work_dir,
@@ -214,7 +206,3 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
-
-
-if __name__ == "__main__":
-    main()

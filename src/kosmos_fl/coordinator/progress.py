@@ -1,0 +1,109 @@
+"""Follows each session's ``progress.jsonl`` (written by the ServerApp) into the federation metrics
+and keeps the last sessions' rounds for the dashboard; ticks come from the loop and from scrapes."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kosmos_fl.coordinator.metrics import FederationMetrics
+from kosmos_fl.coordinator.sessions import Session
+from kosmos_fl.fl.session import PROGRESS_FILE
+
+log = logging.getLogger("kosmos_fl.dashboard")
+
+#: Sessions whose rounds are kept for the dashboard.
+KEEP_SESSIONS = 5
+
+
+class SessionView(Protocol):
+    """The running session and the finished ones (the progress follower reads only these)."""
+
+    @property
+    def session(self) -> Session | None: ...
+
+    @property
+    def sessions_done(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class _Followed:
+    session_id: str
+    path: Path
+    offset: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ProgressFollower:
+    """Reads new lines of each session's progress.jsonl once and accounts them."""
+
+    def __init__(self, coord: SessionView, metrics: FederationMetrics) -> None:
+        self.coord = coord
+        self.metrics = metrics
+        self.sessions: collections.OrderedDict[str, _Followed] = collections.OrderedDict()
+        self.done_seen = 0
+        self._lock = threading.Lock()  # ticks come from the loop and from scrape threads
+
+    def _follow(self, session_id: str, out_dir: Path) -> _Followed:
+        f = self.sessions.get(session_id)
+        if f is None:
+            f = self.sessions[session_id] = _Followed(session_id, out_dir / PROGRESS_FILE)
+            self.metrics.sessions_started.inc()
+            while len(self.sessions) > KEEP_SESSIONS:
+                self.sessions.popitem(last=False)
+        return f
+
+    def _read(self, f: _Followed) -> None:
+        try:
+            with f.path.open("rb") as fh:
+                fh.seek(f.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return  # no complete line yet
+        f.offset += end + 1
+        for line in chunk[: end + 1].splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                log.warning("session %s: unreadable progress line skipped", f.session_id)
+                continue
+            if row.get("event") == "round":
+                f.rows.append(row)
+                self.metrics.observe_round(row)
+            elif row.get("event") == "rejected_update":
+                f.rejected.append(row)
+                self.metrics.observe_rejected(row)
+
+    def tick(self) -> None:
+        with self._lock:
+            self._tick()
+
+    def _tick(self) -> None:
+        s = self.coord.session
+        if s is not None:
+            self._read(self._follow(s.session_id, s.out_dir))
+        done = self.coord.sessions_done
+        for d in done[self.done_seen :]:
+            f = self._follow(d["session_id"], Path(d["out_dir"]))
+            self._read(f)  # the last rows may have landed after the previous tick
+            self.metrics.sessions.labels(status=d["status"]).inc()
+        self.done_seen = len(done)
+
+    def rows(self, session_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            f = self.sessions.get(session_id)
+            return list(f.rows) if f else []
+
+    def rejected(self, session_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            f = self.sessions.get(session_id)
+            return list(f.rejected) if f else []

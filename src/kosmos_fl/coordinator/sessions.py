@@ -1,0 +1,395 @@
+"""One training session at a time: start (or resume) it, submit the Flower run, tell the clients,
+watch the session folder for the result, finish or interrupt it.
+
+The runner reaches the clients only through a narrow :class:`Pool` (the waiting list, the client
+records, ``announce`` and the revocation check: :class:`~kosmos_fl.coordinator.admission.Admission`
+in the server), and the Flower processes only through two callables, so tests can build it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kosmos_fl import __version__
+from kosmos_fl.config import ServerConfig, split_address
+from kosmos_fl.coordinator import resume
+from kosmos_fl.coordinator.admission import ClientRecord
+from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
+from kosmos_fl.errors import FederationError, KosmosError
+from kosmos_fl.fl import runtime
+from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE
+from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
+from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
+from kosmos_fl.fl.tracking import create_session_run, fail_run
+from kosmos_fl.logs import bind_session
+from kosmos_fl.usecases.base import UseCase
+
+log = logging.getLogger("kosmos_fl.server")
+
+
+class Pool(Protocol):
+    """What the session runner needs of the clients (implemented by ``Admission``)."""
+
+    clients: dict[str, ClientRecord]
+    waiting: list[str]
+
+    async def announce(self, event: str, data: dict[str, Any], sid: str) -> None: ...
+
+    async def drop_revoked(self) -> None: ...
+
+
+async def _nothing() -> None:
+    """Default ``before_submit``: no node keys to sync."""
+
+
+@dataclass
+class Session:
+    session_id: str
+    sids: list[str]
+    out_dir: Path
+    mlflow_run_id: str
+    started_at: float
+    flower_run_id: int | None = None
+    status: str = "starting"
+    result: dict[str, Any] | None = None
+    #: client id -> why it left mid-session (the ServerApp stops waiting for it)
+    dead: dict[int, str] = field(default_factory=dict)
+    #: set when this session continues an interrupted one (``--resume``)
+    resumed: resume.ResumePoint | None = None
+
+
+class SessionRunner:
+    """Starts, resumes, submits, watches, finishes and interrupts one session at a time."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        base_dir: Path,
+        usecase_cls: type[UseCase],
+        mlflow_uri: str,
+        pool: Pool,
+        *,
+        flower_alive: Callable[[], bool] = lambda: True,
+        before_submit: Callable[[], Awaitable[None]] = _nothing,
+    ) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.work_dir = self._path(config.work_dir)
+        self.flwr_home = self.work_dir / "flower"
+        self.usecase_cls = usecase_cls
+        self.mlflow_uri = mlflow_uri
+        self.pool = pool
+        #: False once the SuperLink died (the session fails instead of waiting forever).
+        self.flower_alive = flower_alive
+        #: Awaited before each run is submitted (the server syncs the SuperLink's node keys).
+        self.before_submit = before_submit
+        self.session: Session | None = None
+        self.sessions_done: list[dict[str, Any]] = []
+        self.task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        #: an interrupted session to continue before any new one (``--resume``)
+        self.resume_point: resume.ResumePoint | None = None
+
+    def _path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return (p if p.is_absolute() else self.base_dir / p).resolve()
+
+    @property
+    def min_fit_clients(self) -> int:
+        sa = self.config.secure_aggregation
+        if sa is not None:  # SecAgg+ survives dropouts down to its quorum
+            return max(sa.quorum(self.config.num_clients), self.config.quorum)
+        return self.config.quorum
+
+    def flwr_address_for(self, client_host: str) -> str:
+        """The SuperLink address a client should dial: the public address if configured, else
+        the host the client reached us on with the SuperLink's port."""
+        if self.config.flwr_public_address:
+            return self.config.flwr_public_address
+        host, port = split_address(self.config.flwr_server_address, "flwr_server_address")
+        if host in ("0.0.0.0", "::", ""):
+            host = client_host or "127.0.0.1"
+        return f"{host}:{port}"
+
+    def drop_client(self, sid: str, reason: str) -> None:
+        """A session client is gone: tell the ServerApp (through the session folder) at once, so
+        the round does not wait for Flower's heartbeat timeout."""
+        s = self.session
+        if s is None or sid not in s.sids:
+            return
+        client_id = s.sids.index(sid)
+        if client_id in s.dead:
+            return
+        s.dead[client_id] = reason
+        log.warning(
+            "session %s: client %d left (%s); dropped from the session", s.session_id, client_id, reason
+        )
+        with contextlib.suppress(OSError):
+            mark_dead(s.out_dir, client_id, reason)
+
+    def _stable_name(self, sid: str) -> str:
+        rec = self.pool.clients.get(sid)
+        return (rec.identity or rec.name or "") if rec else ""
+
+    async def maybe_start_session(self) -> None:
+        if len(self.pool.waiting) >= self.config.num_clients:
+            await self.pool.drop_revoked()
+        async with self._lock:
+            if self.session is not None or len(self.pool.waiting) < self.config.num_clients:
+                return
+            sids = self.pool.waiting[: self.config.num_clients]
+            del self.pool.waiting[: self.config.num_clients]
+            point, self.resume_point = self.resume_point, None
+            if point is not None:
+                names = {sid: self.pool.clients[sid].name for sid in sids if sid in self.pool.clients}
+                sids = resume.assign_ids(sids, names, point.names)
+                self.session = Session(
+                    session_id=point.spec.session_id,
+                    sids=sids,
+                    out_dir=point.out_dir,
+                    mlflow_run_id=point.spec.mlflow_run_id,
+                    started_at=time.time(),
+                    resumed=point,
+                )
+            else:
+                # client ids (and with them training seeds and a 2021 client's data) follow the
+                # clients' names, not the order they joined: same seed, same model
+                sids = sorted(sids, key=lambda sid: self._stable_name(sid))
+                session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+                self.session = Session(
+                    session_id=session_id,
+                    sids=sids,
+                    out_dir=self.work_dir / "sessions" / session_id,
+                    mlflow_run_id="",
+                    started_at=time.time(),
+                )
+            for sid in sids:
+                self.pool.clients[sid].state = "training"
+            self.task = asyncio.create_task(self.run_session(self.session))
+
+    async def run_session(self, s: Session) -> None:
+        bind_session(s.session_id)
+        try:
+            await self._start_session(s)
+            await self._watch_session(s)
+        except KosmosError as exc:
+            s.status, s.result = "failed", {"status": "failed", "reason": str(exc)}
+        except asyncio.CancelledError:
+            # the server is shutting down: leave the session resumable (no result, run not failed)
+            self.interrupt_session()
+            raise
+        except Exception as exc:  # never let one session take the server down
+            log.exception("session %s crashed", s.session_id)
+            s.status, s.result = "failed", {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        finally:
+            if s.status != "interrupted":
+                await self.finish_session(s)
+
+    async def _start_session(self, s: Session) -> None:
+        cfg = self.config
+        s.out_dir.mkdir(parents=True, exist_ok=True)
+        if s.resumed is not None:
+            await self._start_resumed(s, s.resumed)
+            return
+        tags = {**cfg.tags, "kosmos.session_id": s.session_id, "kosmos.version": __version__}
+        s.mlflow_run_id = await asyncio.to_thread(
+            create_session_run,
+            self.mlflow_uri,
+            cfg.mlflow_experiment_name,
+            f"session-{s.session_id}",
+            tags,
+        )
+        params = {**cfg.usecase.params, **cfg.usecase.broadcast_params}
+        spec = SessionSpec(
+            session_id=s.session_id,
+            out_dir=str(s.out_dir),
+            usecase_name=self.usecase_cls.name,
+            usecase_version=self.usecase_cls.version,
+            usecase_params=params,
+            num_clients=cfg.num_clients,
+            min_fit_clients=self.min_fit_clients,
+            num_rounds=cfg.n_federated_train_epoch,
+            strategy_name=cfg.strategy.name,
+            strategy_params=cfg.strategy.params,
+            local_epochs=cfg.training.local_epochs,
+            learning_rate=cfg.training.learning_rate,
+            batch_size=cfg.training.batch_size,
+            seed=cfg.training.seed,
+            data_path=str(self._path(cfg.data_path)),
+            test_names=list(cfg.test_bearings),
+            mlflow_tracking_uri=self.mlflow_uri,
+            mlflow_run_id=s.mlflow_run_id,
+            registered_model_name=cfg.registered_model_name or f"kosmos-{self.usecase_cls.name}",
+            round_timeout=cfg.round_timeout,
+            join_timeout=cfg.join_timeout,
+            max_update_norm_ratio=cfg.max_update_norm_ratio,
+            max_update_norm=cfg.max_update_norm,
+            coordinator_pid=os.getpid(),
+            secure_aggregation=cfg.secure_aggregation,
+            differential_privacy=cfg.differential_privacy,
+            federated_evaluation=cfg.federated_evaluation,
+            fraction_evaluate=cfg.fraction_evaluate,
+        )
+        await self._submit_and_announce(s, spec)
+
+    async def _start_resumed(self, s: Session, point: resume.ResumePoint) -> None:
+        """Continue an interrupted session: same id, folder and MLflow run, a new Flower run."""
+        await asyncio.to_thread(resume.reopen_run, self.mlflow_uri, s.mlflow_run_id, point.round)
+        # client ids are handed out afresh to the clients present now
+        (s.out_dir / DEAD_FILE).unlink(missing_ok=True)
+        (s.out_dir / INTERRUPTED_FILE).unlink(missing_ok=True)
+        spec = point.spec.model_copy(update={"coordinator_pid": os.getpid()})
+        log.info("resuming session %s after round %d", s.session_id, point.round)
+        await self._submit_and_announce(s, spec)
+
+    async def _submit_and_announce(self, s: Session, spec: SessionSpec) -> None:
+        """Write the spec, submit the Flower run and send ``start_train`` to the session's clients."""
+        cfg = self.config
+        spec_path = spec.write(s.out_dir / "session.json")
+        resume.write_clients(
+            s.out_dir, [self.pool.clients[sid].name if sid in self.pool.clients else None for sid in s.sids]
+        )
+        await self.before_submit()
+        s.flower_run_id = await asyncio.to_thread(
+            runtime.submit_run, self.flwr_home, {"session-file": str(spec_path)}, s.out_dir
+        )
+        s.status = "running"
+        log.info(
+            "session %s started: Flower run %s, MLflow run %s, clients %s",
+            s.session_id,
+            s.flower_run_id,
+            s.mlflow_run_id,
+            s.sids,
+        )
+        for client_id, sid in enumerate(s.sids):
+            rec = self.pool.clients.get(sid)
+            msg = StartTrain(
+                client_id=client_id,
+                mlflow_experiment_name=cfg.mlflow_experiment_name,
+                mlflow_server_address=cfg.mlflow_server_address,
+                mlflow_run_id=s.mlflow_run_id,
+                flwr_server_address=self.flwr_address_for(rec.host if rec else ""),
+                usecase_name=self.usecase_cls.name,
+                usecase_params=cfg.usecase.broadcast_params,
+                usecase_version=self.usecase_cls.version,
+                session_id=s.session_id,
+                num_clients=spec.num_clients,
+                n_federated_train_epoch=spec.num_rounds,
+            )
+            await self.pool.announce("start_train", msg.model_dump(), sid)
+
+    async def _watch_session(self, s: Session) -> None:
+        """Wait for the ServerApp's result file; ask Flower now and then in case it died."""
+        result_path = s.out_dir / RESULT_FILE
+        last_check = time.monotonic()
+        while True:
+            if result_path.exists():
+                s.result = json.loads(result_path.read_text(encoding="utf-8"))
+                s.status = str(s.result.get("status", "failed"))
+                return
+            if not self.flower_alive():
+                raise FederationError("the Flower SuperLink died during the session")
+            if time.monotonic() - last_check > 10 and s.flower_run_id is not None:
+                last_check = time.monotonic()
+                status = await asyncio.to_thread(
+                    runtime.run_status, self.flwr_home, s.flower_run_id, s.out_dir
+                )
+                if status.startswith("finished"):
+                    await asyncio.sleep(1.0)  # the result file may land right after
+                    if not result_path.exists():
+                        raise FederationError(f"Flower run ended ({status}) without a result")
+            await asyncio.sleep(0.3)
+
+    async def finish_session(self, s: Session) -> None:
+        result = s.result or {"status": "failed", "reason": "unknown"}
+        if result.get("status") != "completed":
+            log.error("session %s failed: %s", s.session_id, result.get("reason"))
+            if s.mlflow_run_id:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(
+                        fail_run, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason"))
+                    )
+            if s.flower_run_id is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id, s.out_dir)
+        else:
+            log.info("session %s completed: %s", s.session_id, result.get("model_uri"))
+        end = EndTrain(
+            session_id=s.session_id,
+            status="completed" if result.get("status") == "completed" else "failed",
+            reason=result.get("reason"),
+            model_uri=result.get("model_uri"),
+            mlflow_run_id=s.mlflow_run_id,
+        )
+        for sid in s.sids:
+            rec = self.pool.clients.get(sid)
+            if rec is not None:
+                rec.state = "connected"
+            with contextlib.suppress(Exception):
+                await self.pool.announce("end_train", end.model_dump(), sid)
+        self.sessions_done.append(
+            {
+                "session_id": s.session_id,
+                "status": end.status,
+                "reason": end.reason,
+                "model_uri": end.model_uri,
+                "mlflow_run_id": s.mlflow_run_id,
+                "out_dir": str(s.out_dir),
+                "progress": str(s.out_dir / PROGRESS_FILE),
+            }
+        )
+        self.session = None
+        await self.maybe_start_session()
+
+    def interrupt_session(self) -> None:
+        """The server stops during a session: mark it resumable before the SuperLink goes down, so
+        the ServerApp exits quietly instead of failing the session and its MLflow run."""
+        s = self.session
+        if s is None or s.status == "interrupted":
+            return
+        s.status = "interrupted"
+        with contextlib.suppress(OSError):
+            (s.out_dir / INTERRUPTED_FILE).write_text("server stopped\n", encoding="utf-8")
+        log.warning(
+            "session %s interrupted by shutdown; start the server with --resume to continue it", s.session_id
+        )
+        if s.mlflow_run_id:
+            with contextlib.suppress(Exception):
+                resume.tag_interrupted(self.mlflow_uri, s.mlflow_run_id)
+
+    def find_interrupted(self) -> None:
+        """With ``resume``, pick up the newest interrupted session; otherwise say how to."""
+        found = resume.find_interrupted(self.work_dir)
+        if not found:
+            return
+        if not self.config.resume:
+            for p in found:
+                log.warning(
+                    "session %s was interrupted after round %d (MLflow run %s); start the server with "
+                    "--resume (or resume: true) to continue it",
+                    p.spec.session_id,
+                    p.round,
+                    p.spec.mlflow_run_id,
+                )
+            return
+        self.resume_point = found[0]
+        log.info(
+            "will resume session %s after round %d of %d (MLflow run %s) once %d clients registered",
+            found[0].spec.session_id,
+            found[0].round,
+            found[0].spec.num_rounds,
+            found[0].spec.mlflow_run_id,
+            self.config.num_clients,
+        )
+        for p in found[1:]:
+            log.warning("older interrupted session %s is not resumed (only the newest is)", p.spec.session_id)

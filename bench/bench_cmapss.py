@@ -113,6 +113,8 @@ CANDIDATES: tuple[Candidate, ...] = (
               "1-D CNN (Li et al. 2018), window 40"),
     Candidate("cnn-w30", {"model": "cnn", "sequence_length": 30}, 10, 2, 128, 1e-3, (5, 8),
               "1-D CNN, window 30 (the literature's)"),
+    Candidate("cnn-w40-b32", {"model": "cnn", "sequence_length": 40}, 10, 1, 32, 1e-3, (5, 8),
+              "1-D CNN, window 40, batch 32 (2021's batch), one local epoch"),
     Candidate("lstm-w40", {"model": "lstm", "sequence_length": 40}, 6, 2, 128, 1e-3, (3, 4),
               "masked LSTM(100, 50), window 40 (the default before)"),
 )  # fmt: skip
@@ -345,18 +347,19 @@ def final(cand: Candidate, rnd: int, seeds: list[int]) -> list[dict[str, Any]]:
         {"row": name, "seeds": "-", **{k: (v, 0.0) for k, v in scores(proto, pred, None).items()}}
         for name, pred in baseline_predictions(proto).items()
     ]
-    for setting in ("federated", "centralised"):
-        per_seed = []
-        for seed in seeds:
+    per_seed: dict[str, list[dict[str, float]]] = {"federated": [], "centralised": []}
+    for seed in seeds:  # seed by seed, so that an interrupted run has both settings for its seeds
+        for setting, runs in per_seed.items():
             console.print(f"final: {cand.name} {setting} seed {seed} ...")
-            per_seed.append(run_scores(train_run(cand, setting, "final", seed, proto), rnd, proto))
-            console.print(f"  RMSE {per_seed[-1]['rmse']:.2f}")
+            runs.append(run_scores(train_run(cand, setting, "final", seed, proto), rnd, proto))
+            console.print(f"  RMSE {runs[-1]['rmse']:.2f}")
+    for setting, runs in per_seed.items():
         rows.append(
             {
                 "row": f"{cand.name} {setting} ({rnd} rounds x {cand.local_epochs} epochs)",
                 "seeds": ",".join(map(str, seeds)),
-                **{k: mean_sd([s[k] for s in per_seed]) for k in per_seed[0]},
-                "runs": per_seed,
+                **{k: mean_sd([s[k] for s in runs]) for k in runs[0]},
+                "runs": runs,
             }
         )
     return rows

@@ -400,6 +400,38 @@ def print_final(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The selection and final tables as Markdown (for docs/RESULTS.md and bench/README.md)."""
+    lines = [
+        "| option | val RMSE | PHM08 | over-est. | RMSE@fail | train CPU s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["selection"]:
+        name = f"**{r['option']}** (selected)" if r.get("winner") else r["option"]
+        fail = f"{r['rmse_fail']:.2f}" if "rmse_fail" in r else "-"
+        cpu = f"{r['cpu_s']:.0f}" if "cpu_s" in r else "-"
+        lines.append(f"| {name} | {r['rmse']:.2f} | {r['phm08']:.0f} | {r['over']:.0%} | {fail} | {cpu} |")
+    if "final" in result:
+        lines += ["", "| row | seeds | RMSE | PHM08 (20 eng.) | over-est. | RMSE@fail | train CPU s |"]
+        lines.append("|---|---|---|---|---|---|---|")
+        for r in result["final"]:
+            cells = []
+            for k, fmt in (
+                ("rmse", ".2f"),
+                ("phm08", ".0f"),
+                ("over", ".2f"),
+                ("rmse_fail", ".2f"),
+                ("cpu_s", ".0f"),
+            ):
+                if k not in r:
+                    cells.append("-")
+                else:
+                    m, sd = r[k]
+                    cells.append(f"{m:{fmt}}" if r["seeds"] == "-" else f"{m:{fmt}} ± {sd:{fmt}}")
+            lines.append(f"| {r['row']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", choices=("select", "all"), default="all")
@@ -422,7 +454,8 @@ def main() -> None:
     out = OUT_DIR / "cmapss_results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-    console.print(f"results: {out}")
+    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    console.print(f"results: {out} (tables: {out.with_suffix('.md')})")
 
 
 if __name__ == "__main__":

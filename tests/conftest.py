@@ -41,3 +41,29 @@ def clean_env() -> dict[str, str]:
     from kosmos_fl.localfed import child_env
 
     return child_env()
+
+
+def write_2021_turbofan_csv(path: Path, units: int = 12, seed: int = 3) -> Path:
+    """A C-MAPSS-like CSV in the 2021 KOSMoS layout: pandas' unnamed row-number column,
+    ``unit_num``, ``setting_1..3``, ``sensor_01..sensor_21``, the label ``rul`` and ``file_id``
+    (rows of file 1 and of a second file 2 whose unit numbers repeat); no cycle column, the row
+    order is the cycle order as in 2021."""
+    from kosmos_fl.data.cmapss import add_rul, generate_cmapss, read_cmapss
+
+    frames = []
+    for file_id in (1, 2):
+        nasa = read_cmapss(generate_cmapss(path.parent / f"nasa{file_id}", units=units, seed=seed + file_id))
+        nasa = add_rul(nasa, cap=None)
+        old = nasa.rename(columns={f"s_{i}": f"sensor_{i:02d}" for i in range(1, 22)})
+        old = old.rename(columns={"unit": "unit_num"}).drop(columns=["cycle"])
+        frames.append(old.assign(file_id=file_id))
+    import pandas as pd
+
+    pd.concat(frames, ignore_index=True).to_csv(path)  # index=True: the "Unnamed: 0" column
+    return path
+
+
+@pytest.fixture(scope="session")
+def turbofan_2021_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2021-layout turbofan CSV (see :func:`write_2021_turbofan_csv`)."""
+    return write_2021_turbofan_csv(tmp_path_factory.mktemp("tf2021") / "train.csv")

@@ -30,6 +30,8 @@ def test_compose_file_validates_with_docker_compose() -> None:
 def test_compose_has_2021_shape() -> None:
     doc = compose()
     assert "fl_network" in doc["networks"]
+    # named, not prefixed with the project: `docker run --network fl_network` (2021) joins it
+    assert doc["networks"]["fl_network"]["name"] == "fl_network"
     services = doc["services"]
     assert {"mlflow", "server"} <= set(services)
     clients = [s for s in services if s.startswith("client")]
@@ -63,3 +65,34 @@ def test_dockerfiles_install_the_pinned_torch_and_start_kosmos() -> None:
         text = (REPO / "docker" / f"{role}.Dockerfile").read_text(encoding="utf-8")
         assert "torch==2.13.0" in text
         assert f'"kosmos-fl", "{role}"' in text
+
+
+def _aliases(svc: dict) -> list[str]:
+    nets = svc["networks"]
+    return [] if isinstance(nets, list) else list((nets.get("fl_network") or {}).get("aliases", []))
+
+
+def test_compose_services_answer_to_their_2021_names() -> None:
+    services = compose()["services"]
+    assert "kosmos_fl_server" in _aliases(services["server"])
+    for i in range(3):
+        assert f"kosmos_fl_client_{i}" in _aliases(services[f"client{i}"])
+
+
+def test_a_2021_compose_client_reaches_the_compose_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 2021 compose file's client variables, on today's client image, name the server by its
+    2021 alias and the SuperLink port the compose server listens on."""
+    from kosmos_fl.config import split_address
+
+    old = yaml.safe_load((REPO / "tests" / "fixtures" / "2021" / "kosmos-fl-docker-compose.yaml").read_text())
+    env = dict(e.split("=", 1) for e in old["services"]["kosmos_fl_client_0"]["environment"])
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_client_config(REPO / "docker" / "client.config.yaml")
+    server = compose()["services"]["server"]
+    sio_host, sio_port = split_address(cfg.socketio_address, "socketio_address")
+    assert cfg.flwr_server_address is not None
+    flwr_host, flwr_port = split_address(cfg.flwr_server_address, "flwr_server_address")
+    assert {sio_host, flwr_host} <= set(_aliases(server))
+    assert split_address(server["environment"]["DYNACONF_socketio_address"], "s")[1] == sio_port
+    assert split_address(server["environment"]["DYNACONF_flwr_server_address"], "f")[1] == flwr_port

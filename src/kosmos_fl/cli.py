@@ -30,6 +30,8 @@ app.add_typer(data_app, name="data", help="Prepare, generate and inspect bearing
 app.add_typer(certs_app, name="certs", help="Development certificates (CA, server, clients).")
 app.add_typer(clients_app, name="clients", help="Onboard, list and revoke clients (credentials).")
 app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay, collect, status.")
+config_app = typer.Typer(no_args_is_help=True)
+app.add_typer(config_app, name="config", help="Configuration files: migrate a 2021 KOSMoS config.")
 
 err_console = Console(stderr=True)
 
@@ -88,7 +90,7 @@ def server(
 
     config = config or _default_file("config.yaml")
     cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
-    _logging(verbose, log_json or cfg.log_format == "json")
+    _logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, base))
@@ -111,7 +113,7 @@ def client(
 
     config = config or _default_file("client.yaml")
     cfg = load_client_config(config, client_name=name, insecure=insecure or None)
-    _logging(verbose, log_json or cfg.log_format == "json")
+    _logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(KosmosClient(cfg, base, once=once).run())
@@ -174,6 +176,23 @@ def simulate(
         clients=clients, rounds=rounds, data=data, snapshots=snapshots, work_dir=work_dir,
         mlflow_address=mlflow_uri, config=config, cpus=cpus,
     )  # fmt: skip
+
+
+@config_app.command("migrate")
+def config_migrate(
+    path: Path = typer.Argument(..., help="A 2021 KOSMoS config.yaml (server or client)."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="server or client (default: guessed from the keys)."
+    ),
+) -> None:
+    """Print the current equivalent of a 2021 config file; it loads without warnings."""
+    from kosmos_fl.compat2021 import migrate
+    from kosmos_fl.errors import ConfigError
+
+    if kind not in (None, "server", "client"):
+        raise ConfigError(f"--kind must be server or client, not {kind!r}")
+    _, text, _ = migrate(path, kind)  # type: ignore[arg-type]
+    sys.stdout.write(text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,14 +74,47 @@ STRATEGIES = (
 )
 
 
+#: Ports implied by a URL scheme without an explicit port (the 2021 client's ``https://host`` form).
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def address_scheme(value: str) -> str | None:
+    """``http`` / ``https`` when ``value`` is written as a URL (the 2021 form), else None."""
+    scheme, sep, _ = value.partition("://")
+    return scheme.lower() if sep else None
+
+
 def split_address(value: str, key: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` too) and check the port; the error names ``key``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    """Split ``host:port`` (``[v6]:port`` too), or the 2021 URL forms ``http(s)://host[:port][/]``
+    (port 80 / 443 when left out), and check the port; the error names ``key``."""
+    scheme = address_scheme(value)
+    rest = value.partition("://")[2].rstrip("/") if scheme else value
+    if scheme is not None and scheme not in DEFAULT_PORTS:
         raise ConfigError(
-            f"config key '{key}': expected 'host:port' with a port from 1 to 65535, got {value!r}"
+            f"config key '{key}': scheme {scheme!r} is not supported; write 'host:port', "
+            f"'http://host[:port]' or 'https://host[:port]', got {value!r}"
+        )
+    if scheme is not None:
+        m = re.fullmatch(r"(\[[^\]/]+\]|[^:/\[\]]+)(?::(\d+))?", rest)
+        host, port = (m[1], m[2] or str(DEFAULT_PORTS[scheme])) if m else ("", "")
+    else:
+        host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"config key '{key}': expected 'host:port' (or 'http(s)://host[:port]') with a port "
+            f"from 1 to 65535, got {value!r}"
         )
     return host.strip("[]"), int(port)
+
+
+def connect_url(value: str, tls: bool) -> str:
+    """The URL a client dials for ``value`` (``host:port`` or ``http(s)://host[:port]``): the
+    scheme written in the address, https whenever TLS is configured, else http. Never doubles the
+    scheme (``http://http://...``)."""
+    host, port = split_address(value, "socketio_address")
+    scheme = "https" if tls else (address_scheme(value) or "http")
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
 
 
 class _Model(BaseModel):
@@ -197,6 +231,13 @@ class ServerConfig(_Model):
     max_update_norm: float | None = Field(None, gt=0)
     #: Resume an interrupted session from its last checkpointed round at start-up (``--resume``).
     resume: bool = False
+    #: Debug logging, also of the Socket.IO traffic (the 2021 ``DEBUG`` key; ``--verbose`` too).
+    debug: bool = False
+    #: After each round, also let the clients evaluate the global model on their own training data
+    #: (as the 2021 clients did); logged per client as ``RMSE_client<id>`` and weighted as ``RMSE_clients``.
+    federated_evaluation: bool = False
+    #: Share of the round's clients asked to evaluate when ``federated_evaluation`` is on.
+    fraction_evaluate: float = Field(1.0, gt=0, le=1)
 
     @property
     def quorum(self) -> int:
@@ -311,6 +352,18 @@ class ServerConfig(_Model):
         return value
 
 
+#: Keys of a ``per_client`` block that say where the data is, not how to train.
+SITE_KEYS = frozenset({"test_bearings", "units", "bearings", "file_path", "data_path"})
+
+
+class SiteData(BaseModel):
+    """Where one site's training data is for one client id (see :meth:`ClientConfig.site`)."""
+
+    data_path: str
+    selection: list[str] | None
+    params: dict[str, Any]
+
+
 class ClientConfig(_Model):
     """Everything a KOSMoS client needs (the 2021 client config shape)."""
 
@@ -320,11 +373,25 @@ class ClientConfig(_Model):
     usecase: UseCaseConfig = Field(default_factory=UseCaseConfig)
     #: This site's own units (bearings, engines); when unset, the 2021 per-client-id assignment applies.
     bearings: list[str] | None = Field(None, validation_alias=AliasChoices("bearings", "units"))
-    #: Bearings to train on per client id assigned by the server (the 2021 client config shape).
-    bearings_per_client: dict[int, list[str]] = Field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_BEARINGS_PER_CLIENT.items()},
-        validation_alias=AliasChoices("bearings_per_client", "client_bearings"),
+    #: Bearings to train on per client id assigned by the server; unset: the 2021 assignment
+    #: (:data:`DEFAULT_BEARINGS_PER_CLIENT`) for the bearing use case, nothing for other use cases.
+    bearings_per_client: dict[int, list[str]] | None = Field(
+        None, validation_alias=AliasChoices("bearings_per_client", "client_bearings")
     )
+    #: Per use case and client id, this site's settings (the 2021 client config's
+    #: ``usecase.<Name>.<id>`` blocks): ``test_bearings`` / ``units`` select the units,
+    #: ``file_path`` the data, every other key is a use-case parameter (the server's broadcast
+    #: parameters win, as in 2021). Read by :meth:`site`.
+    per_client: dict[str, dict[int, dict[str, Any]]] = Field(default_factory=dict)
+    #: Client-side overrides of the server's training settings (2021: ``num_client_train_epochs``,
+    #: ``learning_rate``); unset: the server's ``training`` values.
+    local_epochs: int | None = Field(None, ge=1, le=1000)
+    learning_rate: float | None = Field(None, gt=0, le=10)
+    #: SuperLink address this client dials instead of the one the server sends in ``start_train``
+    #: (the 2021 compose file's ``DYNACONF_flwr_server_address``); unset: the server's.
+    flwr_server_address: str | None = None
+    #: Debug logging, also of the Socket.IO traffic (the 2021 ``DEBUG`` key; ``--verbose`` too).
+    debug: bool = False
     #: Criteria: minimum number of labelled samples this client must hold to be eligible.
     min_samples: int = Field(10, ge=1)
     work_dir: str = "./kosmos-work"
@@ -361,19 +428,65 @@ class ClientConfig(_Model):
             raise ValueError("retry_max must be >= retry_initial")
         return self
 
-    def selection(self, client_id: int | None) -> list[str] | None:
-        """Units to train on: the site's own list, else the 2021 assignment for ``client_id``,
-        else None (everything in ``data_path``)."""
+    def selection(self, client_id: int | None, usecase_name: str | None = None) -> list[str] | None:
+        """Units to train on: the site's own list, else its ``per_client`` block's units, else the
+        bearing assignment for ``client_id`` (bearing use case only), else None (everything in
+        ``data_path``)."""
+        return self.site(client_id, usecase_name).selection
+
+    def site(self, client_id: int | None, usecase_name: str | None = None) -> SiteData:
+        """Data path, units and extra use-case parameters this site trains with as ``client_id``
+        in a session of ``usecase_name`` (default: ``usecase.name``). ``per_client`` blocks that
+        all agree (the 2021 default, or a single block) apply to every id; otherwise the block of
+        ``client_id``, and an id without a block (or None) gets the plain settings."""
+        name = usecase_name or self.usecase.name
+        blocks = self.per_client.get(name, {})
+        if len({repr(sorted(b.items())) for b in blocks.values()}) == 1:
+            block = next(iter(blocks.values()))
+        else:
+            block = blocks.get(client_id, {}) if client_id is not None else {}
+        params = {k: v for k, v in block.items() if k not in SITE_KEYS}
+        selection: list[str] | None = None
         if self.bearings:
-            return list(self.bearings)
-        if client_id is not None and client_id in self.bearings_per_client:
-            return list(self.bearings_per_client[client_id])
-        return None
+            selection = list(self.bearings)
+        elif any(k in block for k in ("test_bearings", "units", "bearings")):
+            units = next(block[k] for k in ("units", "bearings", "test_bearings") if k in block)
+            selection = [units] if isinstance(units, str) else [str(u) for u in units]
+        elif client_id is not None and name == "BearingUseCase":
+            # the 2021 default assignment, unless per_client blocks (the 2021 file's own) replace it
+            assignment = (
+                self.bearings_per_client
+                if self.bearings_per_client is not None
+                else ({} if blocks else DEFAULT_BEARINGS_PER_CLIENT)
+            )
+            if client_id in assignment:
+                selection = list(assignment[client_id])
+        data_path = str(block.get("file_path") or block.get("data_path") or self.data_path)
+        return SiteData(data_path=data_path, selection=selection, params=params)
+
+    def sites(self, usecase_name: str | None = None) -> list[tuple[str, SiteData]]:
+        """Every distinct data set this site may be asked to train on, whatever client id the
+        server assigns (the eligibility check tests each): one, unless ``per_client`` blocks
+        differ; then each block and the plain settings (ids without a block)."""
+        name = usecase_name or self.usecase.name
+        blocks = self.per_client.get(name, {})
+        if len({repr(sorted(b.items())) for b in blocks.values()}) <= 1:
+            return [("", self.site(None, name))]
+        out = [(f"as client {cid}", self.site(cid, name)) for cid in sorted(blocks)]
+        out.append(("as a client id without a per_client block", self.site(max(blocks) + 1, name)))
+        return out
 
     @field_validator("socketio_address")
     @classmethod
     def _address(cls, value: str) -> str:
         split_address(value, "socketio_address")
+        return value
+
+    @field_validator("flwr_server_address")
+    @classmethod
+    def _flwr_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_address(value, "flwr_server_address")
         return value
 
 
@@ -467,15 +580,21 @@ def _build(model: type[BaseModel], data: dict[str, Any]) -> Any:
 
 
 def load_server_config(path: Path | None = None, **overrides: Any) -> ServerConfig:
-    """Load and validate the server config; keyword overrides win over file and environment."""
-    data = read_settings(path)
+    """Load and validate the server config; keyword overrides win over file and environment.
+    2021 keys are translated first (:mod:`kosmos_fl.compat2021`; one warning per obsolete key)."""
+    from kosmos_fl import compat2021
+
+    data = compat2021.server_settings(read_settings(path), warn=True)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return _build(ServerConfig, data)
 
 
 def load_client_config(path: Path | None = None, **overrides: Any) -> ClientConfig:
-    """Load and validate the client config; keyword overrides win over file and environment."""
-    data = read_settings(path)
+    """Load and validate the client config; keyword overrides win over file and environment.
+    2021 keys are translated first (:mod:`kosmos_fl.compat2021`; one warning per obsolete key)."""
+    from kosmos_fl import compat2021
+
+    data = compat2021.client_settings(read_settings(path), warn=True)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return _build(ClientConfig, data)
 

@@ -18,7 +18,7 @@ from typing import Any
 import socketio
 from pydantic import ValidationError
 
-from kosmos_fl.config import ClientConfig
+from kosmos_fl.config import ClientConfig, SiteData, connect_url
 from kosmos_fl.coordinator.protocol import StartTrain
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.edge.site import EdgeSite, edge_criteria
@@ -39,33 +39,63 @@ def check_criteria(config: ClientConfig, base_dir: Path, edge: EdgeSite | None =
     except KosmosError as exc:
         return {"criteria_are_met": False, "reason": str(exc)}
     answer: dict[str, Any] = {"usecase": {"name": cls.name, "version": cls.version}}
-    selection = config.selection(None)
-    data_path = _resolve(config.data_path, base_dir)
+    first: dict[str, Any] | None = None
+    for label, site in config.sites():  # every data set an assigned client id may select
+        result = _check_site(config, cls, site, base_dir, edge)
+        if not result["criteria_are_met"]:
+            if label:
+                result["reason"] = f"{label}: {result['reason']}"
+            return {**answer, **result}
+        first = first or result
+    return {**answer, **(first or {})}
+
+
+def _check_site(
+    config: ClientConfig, cls: Any, site: SiteData, base_dir: Path, edge: EdgeSite | None
+) -> dict[str, Any]:
+    selection = site.selection
+    data_path = _resolve(site.data_path, base_dir)
     if config.edge is not None and config.edge.enabled:  # data collected over MQTT (docs/EDGE.md)
         verdict, data_path, _ = edge_criteria(config.edge, base_dir, edge)
         if not verdict.eligible:
-            return {
-                **answer,
-                "criteria_are_met": False,
-                "reason": verdict.reason,
-                "data_summary": verdict.summary,
-            }
+            return {"criteria_are_met": False, "reason": verdict.reason, "data_summary": verdict.summary}
         selection = verdict.bearings
     if not data_path.exists():
-        return {**answer, "criteria_are_met": False, "reason": f"data_path {data_path} does not exist"}
+        return {"criteria_are_met": False, "reason": f"data_path {data_path} does not exist"}
     try:
-        summary = cls(config.usecase.params).data_summary(data_path, selection)
+        summary = cls({**config.usecase.params, **site.params}).data_summary(data_path, selection)
     except KosmosError as exc:
-        return {**answer, "criteria_are_met": False, "reason": str(exc)}
+        return {"criteria_are_met": False, "reason": str(exc)}
     samples = int(summary.get("samples", 0))
     if samples < config.min_samples:
         return {
-            **answer,
             "criteria_are_met": False,
             "data_summary": summary,
             "reason": f"only {samples} labelled samples, at least {config.min_samples} needed",
         }
-    return {**answer, "criteria_are_met": True, "data_summary": summary}
+    return {"criteria_are_met": True, "data_summary": summary}
+
+
+def node_spec(
+    config: ClientConfig, base_dir: Path, msg: StartTrain, edge: EdgeSite | None = None
+) -> NodeSpec:
+    """What this site's ClientApp trains on in the session ``msg`` starts: the data of its
+    :meth:`~kosmos_fl.config.ClientConfig.site` for the assigned client id (or the edge store)."""
+    site = config.site(msg.client_id, msg.usecase_name)
+    return NodeSpec(
+        session_id=msg.session_id,
+        client_id=msg.client_id,
+        usecase_name=msg.usecase_name,
+        usecase_version=msg.usecase_version,
+        # as in 2021, the server's broadcast parameters win over this site's own
+        usecase_params={**config.usecase.params, **site.params, **msg.usecase_params},
+        data_path=str(edge.data_path if edge else _resolve(site.data_path, base_dir)),
+        selection=edge.selection() if edge else site.selection,
+        torch_threads=config.torch_threads,
+        require_secure_aggregation=config.require_secure_aggregation,
+        local_epochs=config.local_epochs,
+        learning_rate=config.learning_rate,
+    )
 
 
 def _resolve(value: str, base_dir: Path) -> Path:
@@ -104,7 +134,8 @@ class KosmosClient:
             reconnection=True,
             reconnection_delay=config.retry_initial,
             reconnection_delay_max=config.retry_max,
-            logger=False,
+            logger=config.debug,
+            engineio_logger=config.debug,
             websocket_extra_options={"ssl": ssl_ctx} if ssl_ctx is not None else None,
         )
         self.sio.on("connect_error", self.on_connect_error)
@@ -170,33 +201,27 @@ class KosmosClient:
             await self.sio.emit("client_criteria", {"criteria_are_met": False, "reason": str(exc)})
             return
         session_dir = self.work_dir / "sessions" / msg.session_id
-        params = {**self.config.usecase.params, **msg.usecase_params}
-        spec = NodeSpec(
-            session_id=msg.session_id,
-            client_id=msg.client_id,
-            usecase_name=msg.usecase_name,
-            usecase_version=msg.usecase_version,
-            usecase_params=params,
-            data_path=str(
-                self.edge.data_path if self.edge else _resolve(self.config.data_path, self.base_dir)
-            ),
-            selection=self.edge.selection() if self.edge else self.config.selection(msg.client_id),
-            torch_threads=self.config.torch_threads,
-            require_secure_aggregation=self.config.require_secure_aggregation,
-        )
+        spec = node_spec(self.config, self.base_dir, msg, self.edge)
+        flwr_address = self.config.flwr_server_address or msg.flwr_server_address
         spec_path = spec.write(session_dir / "node.json")
         log.info(
             "start_train: session %s as client %d, Flower at %s, MLflow run %s",
             msg.session_id,
             msg.client_id,
-            msg.flwr_server_address,
+            flwr_address,
             msg.mlflow_run_id,
             extra={"session_id": msg.session_id},
         )
+        if self.config.local_epochs or self.config.learning_rate:
+            log.info(
+                "this site overrides the server's training settings: local_epochs=%s, learning_rate=%s",
+                self.config.local_epochs or "server's",
+                self.config.learning_rate or "server's",
+            )
         await self._stop_supernode()
         self.supernode = await asyncio.to_thread(
             runtime.start_supernode,
-            msg.flwr_server_address,
+            flwr_address,
             {"session-file": str(spec_path), "client-id": msg.client_id},
             self.work_dir / "flower",
             session_dir / "supernode.log",
@@ -258,7 +283,7 @@ class KosmosClient:
     async def _connect(self) -> bool:
         """Connect with back-off; False when stopped meanwhile. Raises when refused or out of
         attempts."""
-        url = f"{'https' if self.security.tls else 'http'}://{self.config.socketio_address}"
+        url = connect_url(self.config.socketio_address, self.security.tls)
         attempt = 0
         delay = self.config.retry_initial
         while True:

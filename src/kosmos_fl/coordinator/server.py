@@ -418,6 +418,8 @@ class Coordinator:
             coordinator_pid=os.getpid(),
             secure_aggregation=cfg.secure_aggregation,
             differential_privacy=cfg.differential_privacy,
+            federated_evaluation=cfg.federated_evaluation,
+            fraction_evaluate=cfg.fraction_evaluate,
         )
         await self._submit_and_announce(s, spec)
 

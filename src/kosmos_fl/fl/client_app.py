@@ -18,7 +18,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from kosmos_fl.fl import faults, secure
+from kosmos_fl.fl import faults, federated_eval, secure
 from kosmos_fl.fl.partition import virtual_client_data
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.fl.warm_exec import FORKED_AT_ENV
@@ -52,8 +52,8 @@ def train_locally(
         model,
         data.x,
         data.y,
-        epochs=int(config["local-epochs"]),
-        lr=float(config["learning-rate"]),
+        epochs=spec.local_epochs or int(config["local-epochs"]),  # a site's own override wins
+        lr=spec.learning_rate or float(config["learning-rate"]),
         batch_size=int(config["batch-size"]),
         seed=seed,
         proximal_mu=float(config.get("proximal-mu", 0.0)),
@@ -92,3 +92,9 @@ def train(msg: Message, context: Context) -> Message:
     weights = faults.corrupt(pack_weights(get_weights(model)))  # test-only hook: kosmos_fl.fl.faults
     content = RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics})
     return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Score the global model on this site's own data (federated evaluation, as in 2021)."""
+    return federated_eval.client_evaluate(msg, context)

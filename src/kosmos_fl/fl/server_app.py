@@ -23,8 +23,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 
+from kosmos_fl import compat2021
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl import checkpoint, strategies
+from kosmos_fl.fl import checkpoint, federated_eval, strategies
 from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE, Checkpoint
 from kosmos_fl.fl.liveness import (
     LiveGrid,
@@ -202,6 +203,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
                 "model_parameters": count_parameters(model),
                 "max_update_norm_ratio": spec.max_update_norm_ratio,
                 "max_update_norm": spec.max_update_norm,
+                **compat2021.mlflow_params(spec, model, usecase),  # the 2021 names, for old dashboards
             }
         )
         if spec.differential_privacy is not None:
@@ -324,6 +326,10 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         metrics = usecase.evaluate(model, groups)
         t_end = time.monotonic()
         client = _client_metrics(accepted)
+        if spec.federated_evaluation:  # the clients score the new model on their own data
+            client |= federated_eval.evaluate_on_clients(
+                grid, clients, live_grid.get_node_ids(), arrays, spec, rnd
+            )
         compute = [float(m.content.metric_records["metrics"].get("compute-seconds", 0.0)) for m in accepted]
         round_stats = {
             # train phase: from sending the global model until the last reply arrived

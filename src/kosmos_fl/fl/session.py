@@ -69,6 +69,9 @@ class SessionSpec(_Spec):
     secure_aggregation: SecureAggregationConfig | None = None
     #: Central differential privacy settings (None: off).
     differential_privacy: DifferentialPrivacyConfig | None = None
+    #: Federated evaluation on the clients' own data after each round (fl/federated_eval.py).
+    federated_evaluation: bool = False
+    fraction_evaluate: float = 1.0
 
 
 class NodeSpec(_Spec):
@@ -84,6 +87,10 @@ class NodeSpec(_Spec):
     torch_threads: int | None = None
     #: This site refuses to send an unmasked update (client config ``require_secure_aggregation``).
     require_secure_aggregation: bool = False
+    #: This site's overrides of the server's local epochs and learning rate (client config
+    #: ``local_epochs`` / ``learning_rate``, 2021: ``num_client_train_epochs``); None: the server's.
+    local_epochs: int | None = None
+    learning_rate: float | None = None
     #: ``[index, count]``: train on every count-th sample from index (virtual clients of
     #: ``kosmos-fl simulate`` share one data set); None: all of the selection.
     partition: tuple[int, int] | None = None

@@ -1,4 +1,4 @@
-"""PyTorch models. The two 2021 KOSMoS bearing models, rebuilt layer for layer.
+"""PyTorch models: the 2021 KOSMoS models rebuilt layer for layer, and this project's own.
 
 Models take float32 tensors and return one RUL value per sample, shape ``(n,)``.
 """
@@ -10,12 +10,38 @@ from torch import nn
 
 
 class Cnn2021(nn.Module):
-    """The 2021 CNN on STFT spectra: two 6x6 conv layers of 10 filters, each followed by 2x2
-    max-pool and batch-norm, then dense 512-512 with dropout 0.5 and one output.
+    """The 2021 CNN on STFT spectra, layer for layer (Keras ``build_cnn`` of 2021): two 6x6
+    convolutions of 10 filters without padding and without activation, each followed by 2x2
+    max-pool and batch-norm, then dense 512-512 (ReLU) with dropout 0.5 and one output.
 
-    Input ``(n, 129, 21, 2)`` (the spectra layout on disk, channels last) is permuted to NCHW here,
-    so callers never reorder data.
+    411,421 trainable parameters for ``(129, 21, 2)`` spectra, as the 2021 Keras model (whose
+    summary adds the 40 non-trainable batch-norm statistics). Batch-norm uses Keras' momentum
+    (0.99) and epsilon (1e-3). Input ``(n, 129, 21, 2)`` (the spectra layout on disk, channels
+    last) is permuted to NCHW here, so callers never reorder data.
     """
+
+    def __init__(self, height: int = 129, width: int = 21, channels: int = 2) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 10, kernel_size=6),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(10, eps=1e-3, momentum=0.01),
+            nn.Conv2d(10, 10, kernel_size=6),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(10, eps=1e-3, momentum=0.01),
+        )
+        flat = 10 * ((((height - 5) // 2) - 5) // 2) * ((((width - 5) // 2) - 5) // 2)
+        self.head = _dense_head(flat)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2)
+        return self.head(self.features(x)).squeeze(-1)
+
+
+class CnnPadded(nn.Module):
+    """``model: cnn_padded``: the variant of :class:`Cnn2021` that this project used as ``cnn``
+    before it was made exact: 'same' padding and a ReLU after each convolution (1,087,261
+    parameters). Kept so earlier results can be reproduced."""
 
     def __init__(self, height: int = 129, width: int = 21, channels: int = 2) -> None:
         super().__init__()
@@ -29,42 +55,54 @@ class Cnn2021(nn.Module):
             nn.MaxPool2d(2),
             nn.BatchNorm2d(10),
         )
-        flat = 10 * (height // 2 // 2) * (width // 2 // 2)
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, 512),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(512, 512),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(512, 1),
-        )
+        self.head = _dense_head(10 * (height // 2 // 2) * (width // 2 // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 3, 1, 2)
         return self.head(self.features(x)).squeeze(-1)
 
 
-class Ffnn2021(nn.Module):
-    """The 2021 feed-forward network on the 54 hand-crafted features: 2 x 512 with dropout.
+def _dense_head(flat: int) -> nn.Sequential:
+    """The 2021 CNN's head: flatten, dense 512-512 with ReLU and dropout 0.5, one output."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(flat, 512),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(512, 1),
+    )
 
-    An input batch-norm standardises features federatedly (its running statistics are averaged
-    with the weights), so no client has to share raw feature statistics.
+
+class Ffnn2021(nn.Module):
+    """The 2021 feed-forward network on hand-crafted features (``build_ffnn_model`` of 2021):
+    ``layers`` dense layers of ``hidden`` units with ReLU, each followed by dropout (2021: 0.5 when
+    on), and one output; 2021's defaults are the 54 features, 2 x 512, dropout on.
+
+    ``input_norm`` (not in 2021, off by default) adds an input batch-norm that standardises the
+    features federatedly (its running statistics are averaged with the weights).
     """
 
-    def __init__(self, n_features: int = 54, hidden: int = 512, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        n_features: int = 54,
+        hidden: int = 512,
+        dropout: float = 0.5,
+        layers: int = 2,
+        input_norm: bool = False,
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.BatchNorm1d(n_features),
-            nn.Linear(n_features, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, 1),
-        )
+        parts: list[nn.Module] = [nn.BatchNorm1d(n_features)] if input_norm else []
+        width = n_features
+        for _ in range(layers):
+            parts += [nn.Linear(width, hidden), nn.ReLU()]
+            if dropout > 0:
+                parts.append(nn.Dropout(dropout))
+            width = hidden
+        parts.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
@@ -236,3 +274,85 @@ class RulMlp(nn.Module):
         for i, q in enumerate(self.quantiles, start=1):
             loss = loss + pinball_loss(heads[:, i], y, q)
         return loss
+
+
+# --------------------------------------------------------------------------- the 2021 turbofan LSTM
+
+
+class KerasLstm(nn.Module):
+    """One Keras ``LSTM(units, activation=...)`` layer with Keras masking, in PyTorch.
+
+    Same parameters as Keras (``kernel (F, 4H)``, ``recurrent_kernel (H, 4H)``, one ``bias (4H)``;
+    gate order i, f, c, o; Glorot-uniform / orthogonal / zeros with forget bias 1, Keras' defaults),
+    the configurable cell activation (2021 used ``sigmoid`` where PyTorch's ``nn.LSTM`` has a fixed
+    tanh) and Keras' mask semantics: a masked step leaves the state unchanged, so the output is the
+    state after the last unmasked step. Returns the last output ``(n, H)``.
+    """
+
+    def __init__(self, n_features: int, units: int, activation: str = "sigmoid") -> None:
+        super().__init__()
+        self.units = units
+        self.kernel = nn.Parameter(torch.empty(n_features, 4 * units))
+        self.recurrent_kernel = nn.Parameter(torch.empty(units, 4 * units))
+        self.bias = nn.Parameter(torch.zeros(4 * units))
+        nn.init.xavier_uniform_(self.kernel)
+        nn.init.orthogonal_(self.recurrent_kernel)
+        with torch.no_grad():
+            self.bias[units : 2 * units] = 1.0  # unit_forget_bias
+        acts = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+        if activation not in acts:
+            raise ValueError(f"activation must be one of {', '.join(acts)}, not {activation!r}")
+        self.activation = acts[activation]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, steps, _ = x.shape
+        h = x.new_zeros(n, self.units)
+        c = x.new_zeros(n, self.units)
+        projected = x @ self.kernel + self.bias  # (n, steps, 4H), all steps at once
+        for t in range(steps):
+            z = projected[:, t] + h @ self.recurrent_kernel
+            i, f, g, o = z.chunk(4, dim=1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * self.activation(g)
+            h_new = torch.sigmoid(o) * self.activation(c_new)
+            keep = mask[:, t, None]
+            c = torch.where(keep, c_new, c)
+            h = torch.where(keep, h_new, h)
+        return h
+
+
+class Lstm2021Kosmos(nn.Module):
+    """The 2021 KOSMoS turbofan network exactly (``model: lstm2021``): Keras
+    ``Masking(mask_value=-99) -> LSTM(256, activation="sigmoid") -> Dropout(0.1) -> Dense(1)``.
+
+    Input ``(n, steps, F + 1)``: the use case's windows, whose last channel marks real cycles; the
+    padded steps are given ``padding_value`` (2021: -99) and a step is masked when all its features
+    equal it, as Keras' ``Masking`` does. The output is multiplied by the constant ``target_scale``
+    (no parameter; 1 keeps the raw 2021 output) so the Dense layer works on values near 1.
+    Parameters: ``4 * 256 * (F + 256 + 1) + 257`` as in Keras (PyTorch's own LSTM would add a
+    second bias).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        units: int = 256,
+        dropout: float = 0.1,
+        padding_value: float = -99.0,
+        activation: str = "sigmoid",
+        target_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.padding_value = float(padding_value)
+        self.lstm = KerasLstm(n_features, units, activation)
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(units, 1)
+        nn.init.xavier_uniform_(self.dense.weight)
+        nn.init.zeros_(self.dense.bias)
+        self.target_scale = float(target_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        real = x[..., -1:] > 0.5
+        feats = torch.where(real, x[..., :-1], torch.full_like(x[..., :-1], self.padding_value))
+        mask = (feats != self.padding_value).any(dim=-1)  # keras.layers.Masking
+        last = self.lstm(feats, mask)
+        return self.dense(self.dropout(last)).squeeze(-1) * self.target_scale

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kosmos_fl.config import ClientConfig, ServerConfig, split_address
+from kosmos_fl.config import ClientConfig, ServerConfig, address_scheme, split_address
 from kosmos_fl.errors import ConfigError
 from kosmos_fl.security.clients import ClientRegistry, Credentials, load_bundle
 
@@ -129,6 +129,14 @@ def server_security(cfg: ServerConfig, base_dir: Path) -> ServerSecurity:
     return ServerSecurity(cert, key, ca, client_auth, ClientRegistry(registry_path.resolve()))
 
 
+def public_ca_bundle() -> Path:
+    """The public CA certificates (certifi's bundle): what an ``https://`` address without a
+    configured CA is verified against, for Socket.IO and the Flower SuperNode alike."""
+    import certifi
+
+    return Path(certifi.where())
+
+
 @dataclass(frozen=True)
 class ClientSecurity:
     """The client's CA to trust (TLS on when set) and its credentials (may be None)."""
@@ -168,6 +176,8 @@ def client_security(cfg: ClientConfig, base_dir: Path) -> ClientSecurity:
     elif creds is not None and creds.ca_file is not None:
         ca = creds.ca_file
     host = split_address(cfg.socketio_address, "socketio_address")[0]
+    if ca is None and address_scheme(cfg.socketio_address) == "https":
+        ca = public_ca_bundle()  # the 2021 form https://host: a server with a public certificate
     if ca is None:
         if cfg.profile == "production":
             raise ConfigError(

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from kosmos_fl.config import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
@@ -17,7 +17,7 @@ from kosmos_fl.data.health import health_inputs, n_health_inputs, n_passthrough_
 from kosmos_fl.data.processed import ProcessedBearing, list_bearings, load_bearings
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.metrics import regression_report
-from kosmos_fl.ml.models import Cnn2021, Ffnn2021, RulMlp
+from kosmos_fl.ml.models import Cnn2021, CnnPadded, Ffnn2021, RulMlp
 from kosmos_fl.ml.train import predict, predict_heads
 from kosmos_fl.usecases.base import ArrayDataset, UseCase, UseCaseParams
 
@@ -28,7 +28,27 @@ class BearingParams(UseCaseParams):
     #: ``cnn``: the 2021 CNN on STFT spectra; ``ffnn``: the 2021 network on 54 features;
     #: ``mlp``: a small MLP with interval heads on health-indicator inputs built from each
     #: bearing's history (:mod:`kosmos_fl.data.health`), the options below.
-    model: Literal["cnn", "ffnn", "mlp"] = "cnn"
+    model: Literal["cnn", "ffnn", "mlp", "cnn_padded"] = "cnn"
+    #: ``ffnn``: the 2021 options: feature names (2021 names such as ``mean``,
+    #: ``frequency_kurtosis``; each taken from both axes; None: all 27), hidden layers, units per
+    #: layer, dropout 0.5 after each (true) or none; ``ffnn_input_norm`` adds an input batch-norm
+    #: (not in 2021).
+    ffnn_features: tuple[str, ...] | None = None
+    ffnn_layers: int = Field(2, ge=1, le=64)
+    ffnn_units: int = Field(512, ge=1, le=65536)
+    ffnn_dropout: bool = True
+    ffnn_input_norm: bool = False
+
+    @field_validator("ffnn_features")
+    @classmethod
+    def _ffnn_features_known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from kosmos_fl.data.features import FEATURE_NAMES
+
+        unknown = [f for f in value or () if f not in FEATURE_NAMES]
+        if unknown or (value is not None and not value):
+            raise ValueError(f"unknown feature(s) {unknown}; use some of {', '.join(FEATURE_NAMES)}")
+        return value
+
     #: ``mlp``: spans (snapshots) of the running means of the log-features.
     spans: tuple[float, ...] = (10.0, 100.0)
     #: ``mlp``: add the running maximum of the first span's means.
@@ -120,7 +140,16 @@ class BearingUseCase(UseCase):
     def _inputs(self, b: ProcessedBearing) -> np.ndarray:
         if self.params.model == "mlp":
             return health_inputs(b.features, b.timestamps, b.condition, **self._input_options())
-        return b.spectra if self.params.model == "cnn" else b.features
+        if self.params.model in ("cnn", "cnn_padded"):
+            return b.spectra
+        return b.features[:, self._ffnn_columns()]
+
+    def _ffnn_columns(self) -> list[int]:
+        """Feature columns of the ``ffnn`` (both axes of each of ``ffnn_features``)."""
+        from kosmos_fl.data.features import AXES, FEATURE_COLUMNS, FEATURE_NAMES
+
+        names = self.params.ffnn_features or FEATURE_NAMES
+        return [FEATURE_COLUMNS.index(f"{axis}_{n}") for axis in AXES for n in names]
 
     def postprocess(self, pred: np.ndarray, elapsed_hours: np.ndarray) -> np.ndarray:
         """One bearing's predictions (rows in time order, one column per head) after the
@@ -219,7 +248,17 @@ class BearingUseCase(UseCase):
                 ),
                 batch_norm=p.batch_norm,
             )
-        return Cnn2021() if p.model == "cnn" else Ffnn2021()
+        if p.model == "cnn":
+            return Cnn2021()
+        if p.model == "cnn_padded":
+            return CnnPadded()
+        return Ffnn2021(
+            len(self._ffnn_columns()),
+            hidden=p.ffnn_units,
+            layers=p.ffnn_layers,
+            dropout=0.5 if p.ffnn_dropout else 0.0,
+            input_norm=p.ffnn_input_norm,
+        )
 
     def evaluate(self, model: nn.Module, groups: Mapping[str, ArrayDataset]) -> dict[str, float]:
         """RMSE, MAE, PCC per bearing and mean, on the point predictions as ``predict`` reports

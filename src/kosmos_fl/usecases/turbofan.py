@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from torch import nn
 
 from kosmos_fl.data.cmapss import (
@@ -41,7 +41,7 @@ from kosmos_fl.data.cmapss import (
 )
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.metrics import mae, phm08_score, regression_report, rmse
-from kosmos_fl.ml.models import CnnRul, Lstm2021
+from kosmos_fl.ml.models import CnnRul, Lstm2021, Lstm2021Kosmos
 from kosmos_fl.ml.train import predict
 from kosmos_fl.usecases.base import ArrayDataset, UseCase, UseCaseParams
 
@@ -89,11 +89,44 @@ class TurbofanParams(UseCaseParams):
     rul_cap: float = Field(DEFAULT_CAP, gt=0, le=100_000)
     #: Input columns (sensors ``s_1..s_21``, settings ``setting_1..3``); default: the 14
     #: informative FD001 sensors.
-    sensors: tuple[str, ...] = DEFAULT_SENSORS
-    #: ``lstm``: the 2021-style masked LSTM, the most accurate here (default; federated it needs
+    sensors: tuple[str, ...] = Field(
+        DEFAULT_SENSORS, validation_alias=AliasChoices("sensors", "remaining_sensors")
+    )
+    #: ``lstm``: a masked LSTM (100, 50), the most accurate here (default; federated it needs
     #: about 20 rounds); ``cnn``: a 1-D CNN with ~0.7 cycles more RMSE at a quarter of the compute
     #: (about 40 rounds). Numbers in bench/bench_cmapss.py and docs/HOWTO-usecase.md.
-    model: Literal["lstm", "cnn"] = "lstm"
+    #: ``lstm2021``: the 2021 KOSMoS network exactly (Masking(-99) -> LSTM(256) -> Dropout(0.1) -> Dense).
+    model: Literal["lstm", "cnn", "lstm2021"] = "lstm"
+    #: Training loss (2021 names): None: mean squared error; ``RMSE``, ``MSE``,
+    #: ``WeightedRootMeanSquaredError`` (2021's default), ``Huber``, ``MSLE``, ``ScoringFunction``.
+    loss: str | None = None
+    #: Value of padded steps for ``lstm2021`` (its Masking layer skips them; 2021: -99).
+    padding_value: float = -99.0
+    #: Rows of this ``file_id`` only, in the 2021 CSV / table layout (1 for FD001 ...).
+    file_id: int | None = None
+    #: Columns min-max scaled on each site's own rows instead of the fixed reference z-score (2021's
+    #: ``min_max_norm_columns``; note the scale then differs between sites).
+    min_max_norm_columns: tuple[str, ...] = ()
+
+    @field_validator("sensors", "min_max_norm_columns", mode="before")
+    @classmethod
+    def _2021_names(cls, value: Any) -> Any:
+        """2021 column names (``sensor_02``) as today's (``s_2``)."""
+        from kosmos_fl.data.turbofan2021 import current_name
+
+        if isinstance(value, str):
+            value = [value]
+        return tuple(current_name(v) for v in value) if isinstance(value, list | tuple) else value
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_known(cls, value: str | None) -> str | None:
+        from kosmos_fl.ml.losses import loss_by_name
+
+        if value is not None:
+            loss_by_name(value)
+        return value
+
     #: Table holding the engines when ``data_path`` is a PostgreSQL DSN.
     table: str | None = None
     #: Fixed (offset, scale) per input column, overriding :data:`FD001_REFERENCE` (other fleets).
@@ -111,6 +144,13 @@ class TurbofanParams(UseCaseParams):
         if not value or len(set(value)) != len(value):
             raise ValueError("give at least one column, each once")
         return value
+
+    @model_validator(mode="after")
+    def _min_max_in_sensors(self) -> TurbofanParams:
+        extra = [c for c in self.min_max_norm_columns if c not in self.sensors]
+        if extra:
+            raise ValueError(f"min_max_norm_columns {extra} are not among the input sensors")
+        return self
 
     @model_validator(mode="after")
     def _scales(self) -> TurbofanParams:
@@ -143,16 +183,25 @@ class TurbofanUseCase(UseCase):
         dsn = _dsn_of(data_path)
         if dsn is not None:
             from kosmos_fl.data.postgres import RUL_COLUMN, read_cmapss_table
+            from kosmos_fl.data.turbofan2021 import read_2021_table
 
             if not p.table:
                 raise DataError("data_path is a PostgreSQL DSN: set the use case parameter 'table' too")
-            df = read_cmapss_table(dsn, p.table, columns=p.sensors, units=units)
-            if RUL_COLUMN in df.columns:
-                df["rul"] = np.minimum(df[RUL_COLUMN].to_numpy(np.float64), p.rul_cap)
+            old = read_2021_table(dsn, p.table, p.file_id)  # the 2021 table layout, else None
+            if old is not None:
+                df = old.assign(rul=np.minimum(old["rul"].to_numpy(np.float64), p.rul_cap))
+                if units is not None:
+                    df = df[df["unit"].isin(units)]
+            elif p.file_id is not None:
+                raise DataError(f"table '{p.table}' has no file_id column; remove the parameter file_id")
             else:
-                df = add_rul(df, cap=p.rul_cap)
+                df = read_cmapss_table(dsn, p.table, columns=p.sensors, units=units)
+                if RUL_COLUMN in df.columns:
+                    df["rul"] = np.minimum(df[RUL_COLUMN].to_numpy(np.float64), p.rul_cap)
+                else:
+                    df = add_rul(df, cap=p.rul_cap)
         else:
-            df = _read_file(_data_file(Path(data_path)), p.rul_cap)
+            df = _read_file(_data_file(Path(data_path)), p.rul_cap, p.file_id)
             if units is not None:
                 df = df[df["unit"].isin(units)]
         if units is not None:
@@ -164,6 +213,12 @@ class TurbofanUseCase(UseCase):
                 )
         if df.empty:
             raise DataError(f"no engine data in {_shown(data_path)}")
+        missing = [c for c in p.sensors if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"{_shown(data_path)} has no column(s) {', '.join(missing)}; fix the use case "
+                f"parameter sensors (remaining_sensors)"
+            )
         return df.reset_index(drop=True)
 
     def _arrays(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +231,10 @@ class TurbofanUseCase(UseCase):
         cols = list(self.params.sensors)
         offset = np.array([ref[c][0] for c in cols])
         scale = np.array([ref[c][1] for c in cols])
+        for i, c in enumerate(cols):
+            if c in self.params.min_max_norm_columns:  # 2021: min-max over this site's own rows
+                lo, hi = float(df[c].min()), float(df[c].max())
+                offset[i], scale[i] = lo, (hi - lo) or 1.0
         return ((df[cols].to_numpy(np.float64) - offset) / scale).astype(np.float32)
 
     def _labelled(self, df: pd.DataFrame, data_path: Path | str) -> pd.DataFrame:
@@ -225,9 +284,19 @@ class TurbofanUseCase(UseCase):
     # -- model ------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         n, p = len(self.params.sensors), self.params
+        model: nn.Module
         if p.model == "lstm":
-            return Lstm2021(n, target_scale=p.rul_cap)
-        return CnnRul(n, p.sequence_length, target_scale=p.rul_cap)
+            model = Lstm2021(n, target_scale=p.rul_cap)
+        elif p.model == "lstm2021":
+            model = Lstm2021Kosmos(n, padding_value=p.padding_value, target_scale=p.rul_cap)
+        else:
+            model = CnnRul(n, p.sequence_length, target_scale=p.rul_cap)
+        if p.loss is not None:  # picked up by kosmos_fl.ml.train.train_epochs
+            from kosmos_fl.ml.losses import loss_by_name
+
+            fn = loss_by_name(p.loss)
+            model.training_loss = lambda x, y: fn(model(x), y)  # type: ignore[assignment]
+        return model
 
     # -- evaluation and prediction -------------------------------------------------------------
     def evaluate(self, model: nn.Module, groups: Mapping[str, ArrayDataset]) -> dict[str, float]:
@@ -338,9 +407,16 @@ def _data_file(path: Path) -> Path:
     return path
 
 
-def _read_file(path: Path, cap: float) -> pd.DataFrame:
+def _read_file(path: Path, cap: float, file_id: int | None = None) -> pd.DataFrame:
     """A NASA file with capped labels: run-to-failure for train files, from ``RUL_FD00x.txt`` for
-    test files when it lies beside them, else NaN."""
+    test files when it lies beside them, else NaN; or a 2021 KOSMoS CSV with its ``rul`` column."""
+    from kosmos_fl.data.turbofan2021 import is_2021_csv, read_2021_csv
+
+    if is_2021_csv(path):
+        df = read_2021_csv(path, file_id)
+        return df.assign(rul=np.minimum(df["rul"].to_numpy(np.float64), cap))
+    if file_id is not None:
+        raise DataError(f"{path} is a NASA file without file_id column; remove the parameter file_id")
     df = read_cmapss(path)
     if not path.name.lower().startswith("test_"):
         return add_rul(df, cap=cap)

@@ -10,7 +10,10 @@ import pytest
 import yaml
 
 from kosmos_fl.cli import main
+from kosmos_fl.compat2021 import server_settings
 from kosmos_fl.config import load_client_config, load_server_config
+from kosmos_fl.errors import UseCaseError
+from kosmos_fl.usecases import load_usecase
 
 FIXTURES = Path(__file__).parent / "fixtures" / "2021"
 SERVER_2021 = FIXTURES / "server" / "config.yaml"
@@ -95,6 +98,14 @@ def test_migrate_prints_a_config_that_loads_without_warnings(
 
 def test_usecase_broadcast_is_broadcast_params() -> None:
     data = {"usecase": {"name": "BearingUseCase", "broadcast": {"model": "ffnn"}}}
-    from kosmos_fl.compat2021 import server_settings
-
     assert server_settings(data)["usecase"]["broadcast_params"] == {"model": "ffnn"}
+
+
+def test_a_typo_in_todays_keys_stays_an_error() -> None:
+    """Only the 2021-only `usecase.broadcast` drops unknown parameters (as 2021 ignored them);
+    a typo under today's `broadcast_params` still reaches the use case, which refuses it."""
+    data = {"usecase": {"name": "BearingUseCase", "broadcast_params": {"modle": "cnn"}}}
+    kept = server_settings(data)["usecase"]["broadcast_params"]
+    assert kept == {"modle": "cnn"}
+    with pytest.raises(UseCaseError, match="modle"):
+        load_usecase("BearingUseCase", kept)

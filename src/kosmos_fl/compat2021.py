@@ -113,7 +113,7 @@ def server_settings(
         usecase = dict(usecase)
         name = str(usecase.get("name", "BearingUseCase"))
         if "broadcast" in usecase:  # 2021 name of broadcast_params
-            old = usecase.pop("broadcast") or {}
+            old = _drop_unknown(dict(usecase.pop("broadcast") or {}), name, "usecase.broadcast", notes)
             usecase["broadcast_params"] = {**old, **(usecase.get("broadcast_params") or {})}
         params = dict(usecase.get("params") or {})
         # 2021 handed usecase.params to the use case, which took the test bearings from there
@@ -127,11 +127,7 @@ def server_settings(
             if data_path is not None and "data_path" not in data:
                 data["data_path"] = data_path
         if "params" in usecase or params:
-            usecase["params"] = _drop_unknown(params, name, "usecase.params", notes)
-        if "broadcast_params" in usecase:
-            usecase["broadcast_params"] = _drop_unknown(
-                dict(usecase["broadcast_params"] or {}), name, "usecase.broadcast", notes
-            )
+            usecase["params"] = params  # today's key: an unknown parameter stays an error
         data["usecase"] = usecase
     _emit(notes, warn)
     return data

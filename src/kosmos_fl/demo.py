@@ -43,6 +43,19 @@ def _generated_data(work_dir: Path) -> Path:
     return out
 
 
+def with_usecase_defaults(values: dict[str, Any], usecase: str) -> dict[str, Any]:
+    """Server settings ``values`` switched to ``usecase`` with its default parameters and its
+    :attr:`~kosmos_fl.usecases.base.UseCase.session_defaults` (rounds, training): the config's
+    rounds and training block were tuned for the config's own use case."""
+    tuned = load_usecase(usecase).session_defaults
+    return {
+        **values,
+        "usecase": {"name": usecase, "params": {}, "broadcast_params": {}},
+        "training": {**values["training"], **tuned.get("training", {})},
+        "n_federated_train_epoch": tuned.get("n_federated_train_epoch", values["n_federated_train_epoch"]),
+    }
+
+
 def _table(rows: list[dict[str, Any]], status: str) -> Table:
     table = Table(title=f"KOSMoS federated session - {status}", title_justify="left")
     for col in ("round", "RMSE", "MAE", "PCC", "train loss", "round s", "elapsed s"):
@@ -107,7 +120,7 @@ def run_demo(
         "work_dir": str(work_dir / "server"),
     }
     if base.usecase.name != usecase:
-        values["usecase"] = {"name": usecase, "params": {}, "broadcast_params": {}}
+        values = with_usecase_defaults(values, usecase)
     if rounds is None and data is None and usecase == "BearingUseCase":
         rounds = min(base.n_federated_train_epoch, GENERATED_DEMO_ROUNDS)
     if rounds is not None:

@@ -54,6 +54,11 @@ class UseCase(ABC):
     #: Unit of the model's target, shown to people (``hours``, ``cycles``).
     target_unit: ClassVar[str] = "units"
     Params: ClassVar[type[UseCaseParams]] = UseCaseParams
+    #: Session settings the use case's defaults were tuned with: ``n_federated_train_epoch`` and a
+    #: ``training`` mapping (``local_epochs``, ``learning_rate``, ``batch_size``). ``kosmos-fl demo``
+    #: applies them when its config file is written for another use case, whose training block
+    #: would not fit this one. Empty: the config's settings.
+    session_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         try:

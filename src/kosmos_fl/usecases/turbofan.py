@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -168,6 +168,12 @@ class TurbofanUseCase(UseCase):
     target_unit = "cycles"
     Params = TurbofanParams
     params: TurbofanParams
+    #: The session settings the defaults were selected with (bench/bench_cmapss.py, 3 clients);
+    #: ``kosmos-fl demo --usecase TurbofanUseCase`` uses them.
+    session_defaults: ClassVar[Mapping[str, Any]] = {
+        "n_federated_train_epoch": 6,
+        "training": {"local_epochs": 2, "learning_rate": 1e-3, "batch_size": 128},
+    }
 
     # -- data -------------------------------------------------------------------------------
     def _load(self, data_path: Path | str, units: Sequence[int] | None = None) -> pd.DataFrame:

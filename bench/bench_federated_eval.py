@@ -22,7 +22,8 @@ from typing import Any
 
 from kosmos_fl.data.cmapss import generate_cmapss
 from kosmos_fl.data.generate import generate_dataset
-from kosmos_fl.localfed import LocalFederation, read_progress
+from kosmos_fl.fl.session import read_progress
+from kosmos_fl.localfed import LocalFederation
 from kosmos_fl.usecases.turbofan import TurbofanUseCase
 
 

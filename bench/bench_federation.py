@@ -36,7 +36,8 @@ from rich.table import Table
 
 from kosmos_fl.config import DEFAULT_TEST_BEARINGS, ServerConfig
 from kosmos_fl.data.generate import generate_dataset
-from kosmos_fl.localfed import LocalFederation, read_progress
+from kosmos_fl.fl.session import read_progress
+from kosmos_fl.localfed import LocalFederation
 
 console = Console()
 #: (label, warm ClientApp template, fleet_long_poll seconds): Flower's own behaviour first, the

@@ -45,7 +45,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from kosmos_fl.localfed import LocalFederation, child_env, read_progress
+from kosmos_fl.fl.session import read_progress
+from kosmos_fl.localfed import LocalFederation, child_env
 from kosmos_fl.ml.train import get_weights, seed_everything, set_weights, train_epochs
 from kosmos_fl.security import certs
 from kosmos_fl.usecases import ArrayDataset

@@ -39,7 +39,9 @@ def test_mlp_session_and_predict_interval(federation: Federation, generated_bear
         "elapsed_hours",
         "rul_hours_low",
         "rul_hours_high",
+        "rul_hours_conservative",
     ]
     assert len(rows) == 6
     for r in rows:
         assert float(r["rul_hours_low"]) <= float(r["rul_hours"]) <= float(r["rul_hours_high"])
+        assert r["rul_hours_conservative"] == r["rul_hours_low"]

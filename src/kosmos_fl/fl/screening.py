@@ -28,8 +28,15 @@ def screen_replies(
     max_ratio: float | None,
     max_norm: float | None,
     history: Sequence[float] = (),
+    trainable: np.ndarray | None = None,
 ) -> Screened:
-    """Split successful replies into accepted and rejected updates (the reasons name the client)."""
+    """Split successful replies into accepted and rejected updates (the reasons name the client);
+    ``trainable`` restricts the norm check to trainable parameters (``fl.validation``)."""
+    if trainable is not None and trainable.size != sum(int(a.size) for a in reference):
+        log.warning(
+            "trainable mask does not fit the global model (%d elements); screening all", trainable.size
+        )
+        trainable = None
     updates: dict[int, tuple[list[np.ndarray], object]] = {}
     early: list[Rejection] = []
     for i, msg in enumerate(replies):
@@ -42,7 +49,7 @@ def screen_replies(
             updates[i] = (arrays.to_numpy_ndarrays(), metrics.get("num-examples"))
         except Exception as exc:  # a malformed record must not stop the round
             early.append(Rejection(i, f"reply cannot be read: {type(exc).__name__}: {exc}"))
-    norms, rejections = validate_updates(updates, reference, max_ratio, max_norm, history)
+    norms, rejections = validate_updates(updates, reference, max_ratio, max_norm, history, trainable)
     rejections = early + rejections
     bad = {r.key for r in rejections}
     out = Screened(

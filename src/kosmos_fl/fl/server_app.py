@@ -44,7 +44,7 @@ from kosmos_fl.fl.screening import Screened, screen_replies
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
 from kosmos_fl.fl.tracking import SessionTracker, params_2021, session_params
 from kosmos_fl.ml.models import count_parameters
-from kosmos_fl.ml.train import get_weights, pack_weights, seed_everything, set_weights
+from kosmos_fl.ml.train import get_weights, pack_weights, seed_everything, set_weights, trainable_mask
 from kosmos_fl.usecases import load_usecase
 from kosmos_fl.usecases.base import UseCase
 
@@ -190,7 +190,12 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
             Screened(accepted=ok, rejected=[], norms=[])
             if secagg is not None
             else screen_replies(
-                ok, arrays.to_numpy_ndarrays(), spec.max_update_norm_ratio, spec.max_update_norm, norm_history
+                ok,
+                arrays.to_numpy_ndarrays(),
+                spec.max_update_norm_ratio,
+                spec.max_update_norm,
+                norm_history,
+                trainable_mask(model),
             )
         )
         for cid, reason in screened.rejected:

@@ -6,6 +6,12 @@ what the other clients sent is rejected, and the round goes on with the rest. Th
 relative (a client's ``||w_client - w_global||`` against the median of the *other* clients' norms,
 so it also works with two clients) plus an optional absolute cap; it catches a minority of absurd
 updates, not a coordinated majority (use a robust strategy such as Krum or FedMedian for that).
+
+With a ``trainable`` mask (``kosmos_fl.ml.train.trainable_mask``) the norm covers trainable
+parameters only. Batch-norm running statistics travel with the weights but are averages of the
+site's own inputs: a site whose operating condition has 10x the vibration level has 10x the
+statistics, and counting them rejected honest sites (issue 21). They are still checked for shape
+and finiteness.
 """
 
 from __future__ import annotations
@@ -57,13 +63,23 @@ def example_count_problem(num_examples: object) -> str | None:
     return None
 
 
-def update_norm(arrays: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
-    """L2 norm of ``arrays - reference`` over all arrays, computed in float64 (no overflow)."""
-    total = 0.0
-    for got, want in zip(arrays, reference, strict=True):
-        diff = np.asarray(got, dtype=np.float64) - np.asarray(want, dtype=np.float64)
-        total += float(np.dot(diff.ravel(), diff.ravel()))
-    return math.sqrt(total)
+def update_norm(
+    arrays: Sequence[np.ndarray], reference: Sequence[np.ndarray], trainable: np.ndarray | None = None
+) -> float:
+    """L2 norm of ``arrays - reference``, computed in float64 (no overflow); over the elements where
+    ``trainable`` (a flat mask over all arrays in order) is True, or over everything without one."""
+    if trainable is None:
+        total = 0.0
+        for got, want in zip(arrays, reference, strict=True):
+            diff = np.asarray(got, dtype=np.float64) - np.asarray(want, dtype=np.float64)
+            total += float(np.dot(diff.ravel(), diff.ravel()))
+        return math.sqrt(total)
+    diff = _flat(arrays) - _flat(reference)
+    return float(np.linalg.norm(diff[trainable]))
+
+
+def _flat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays] or [np.zeros(0)])
 
 
 def norm_outliers(
@@ -106,12 +122,19 @@ def validate_updates(
     max_ratio: float | None = DEFAULT_MAX_NORM_RATIO,
     max_norm: float | None = None,
     history: Sequence[float] = (),
+    trainable: np.ndarray | None = None,
 ) -> tuple[dict[Hashable, float], list[Rejection]]:
     """Check every update ``key -> (arrays, num_examples)`` against the global model ``reference``.
 
     Returns the norms of the accepted updates and the rejections (each key at most once).
-    Structural checks run first, so the norm comparison only sees well-formed updates.
+    Structural checks run first, so the norm comparison only sees well-formed updates. With
+    ``trainable``, the norms cover the trainable elements only (module docstring).
     """
+    size = sum(int(np.asarray(a).size) for a in reference)
+    if trainable is not None and (trainable.dtype != bool or trainable.shape != (size,)):
+        raise ValueError(
+            f"trainable mask must be bool of shape ({size},), got {trainable.dtype} {trainable.shape}"
+        )
     rejected: list[Rejection] = []
     norms: dict[Hashable, float] = {}
     for key, (arrays, num_examples) in updates.items():
@@ -119,7 +142,7 @@ def validate_updates(
         if problem is not None:
             rejected.append(Rejection(key, problem))
             continue
-        norms[key] = update_norm(arrays, reference)
+        norms[key] = update_norm(arrays, reference, trainable)
     outliers = norm_outliers(norms, max_ratio, max_norm, history)
     for r in outliers:
         norms.pop(r.key, None)

@@ -35,6 +35,18 @@ def get_weights(model: nn.Module) -> list[np.ndarray]:
     return [t.detach().cpu().numpy().copy() for t in _float_state(model).values()]
 
 
+def trainable_mask(model: nn.Module) -> np.ndarray:
+    """Flat boolean mask over :func:`get_weights` (packed or not): True for the elements of
+    trainable parameters, False for buffers such as batch-norm running statistics. Those
+    statistics measure the site's feature scale, not what it learnt, so an update-norm screen
+    (``fl.validation``) must not count them."""
+    params = {name for name, p in model.named_parameters() if p.requires_grad}
+    return np.concatenate(
+        [np.full(t.numel(), name in params, dtype=bool) for name, t in _float_state(model).items()]
+        or [np.zeros(0, dtype=bool)]
+    )
+
+
 def pack_weights(weights: list[np.ndarray]) -> list[np.ndarray]:
     """:func:`get_weights` as ONE flat vector (a one-element list): what travels in a Flower
     message. Flower makes every array a separate object, and each object costs an HTTP round trip

@@ -44,7 +44,7 @@ def _tree_pss(root: psutil.Process) -> int:
 
 
 def child(clients: int, rounds: int, snapshots: int, client_cpus: float, out: Path) -> None:
-    from kosmos_fl.fl.simulation import generate_data, run_simulation
+    from kosmos_fl.fl.simulation.engine import generate_data, run_simulation
     from kosmos_fl.fl.tracking import tracking_uri
 
     work = Path(tempfile.mkdtemp(prefix=f"sim{clients}-", dir=OUT))

@@ -22,7 +22,7 @@ import psutil
 import yaml
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl.runtime import ManagedProcess, free_port
+from kosmos_fl.fl.flower_runtime.runtime import ManagedProcess, free_port
 
 CLI = [sys.executable, "-m", "kosmos_fl.cli"]
 

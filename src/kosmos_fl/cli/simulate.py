@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kosmos_fl.config import load_server_config
-from kosmos_fl.fl.simulation import generate_data, run_simulation
+from kosmos_fl.fl.simulation.engine import generate_data, run_simulation
 from kosmos_fl.fl.tracking import tracking_uri
 
 

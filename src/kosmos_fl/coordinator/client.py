@@ -23,7 +23,7 @@ from kosmos_fl.coordinator.protocol import StartTrain
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.edge.site import EdgeSite, edge_criteria
 from kosmos_fl.errors import KosmosError
-from kosmos_fl.fl import runtime
+from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.logs import bind
 from kosmos_fl.security.policy import client_security

@@ -25,7 +25,7 @@ from kosmos_fl.coordinator.admin_auth import protect
 from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.metrics import FederationMetrics
 from kosmos_fl.coordinator.progress import ProgressFollower, SessionView
-from kosmos_fl.fl import runtime
+from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.dashboard")

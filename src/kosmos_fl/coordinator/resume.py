@@ -3,7 +3,7 @@
 A session is interrupted when its folder holds a ``session.json`` but no final ``result.json``:
 the server crashed or was stopped while it ran. Flower does not resume an in-flight run, so the
 coordinator submits a *new* Flower run with the same session spec; the ServerApp finds the
-session's checkpoint (:mod:`kosmos_fl.fl.checkpoint`) and continues after the last completed round
+session's checkpoint (:mod:`kosmos_fl.fl.rounds.checkpoint`) and continues after the last completed round
 in the same MLflow run.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kosmos_fl.fl import checkpoint
+from kosmos_fl.fl.rounds import checkpoint
 from kosmos_fl.fl.session import RESULT_FILE, SessionSpec
 
 log = logging.getLogger("kosmos_fl.resume")

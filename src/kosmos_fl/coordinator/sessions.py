@@ -26,9 +26,9 @@ from kosmos_fl.coordinator import resume
 from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
-from kosmos_fl.fl import runtime
-from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE
-from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
+from kosmos_fl.fl.flower_runtime import runtime
+from kosmos_fl.fl.rounds.checkpoint import INTERRUPTED_FILE
+from kosmos_fl.fl.rounds.liveness import DEAD_FILE, mark_dead
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
 from kosmos_fl.fl.tracking import create_session_run, fail_run
 from kosmos_fl.logs import bind_session

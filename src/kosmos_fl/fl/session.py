@@ -60,7 +60,7 @@ class SessionSpec(_Spec):
     registered_model_name: str
     round_timeout: float
     join_timeout: float
-    #: Update validation (see kosmos_fl.fl.validation); None switches a check off.
+    #: Update validation (see kosmos_fl.fl.rounds.validation); None switches a check off.
     max_update_norm_ratio: float | None = 10.0
     max_update_norm: float | None = None
     #: The coordinator process; the ServerApp exits quietly when it is gone (resume picks up).
@@ -69,7 +69,7 @@ class SessionSpec(_Spec):
     secure_aggregation: SecureAggregationConfig | None = None
     #: Central differential privacy settings (None: off).
     differential_privacy: DifferentialPrivacyConfig | None = None
-    #: Federated evaluation on the clients' own data after each round (fl/federated_eval.py).
+    #: Federated evaluation on the clients' own data after each round (fl/rounds/federated_eval.py).
     federated_evaluation: bool = False
     fraction_evaluate: float = 1.0
 

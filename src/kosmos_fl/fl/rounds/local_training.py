@@ -1,5 +1,5 @@
-"""The local part of a round, shared by plain rounds (:mod:`kosmos_fl.fl.client_app`) and
-SecAgg+ rounds (:mod:`kosmos_fl.fl.secure`): load this site's data, set the global weights, train.
+"""The local part of a round, shared by plain rounds (:mod:`kosmos_fl.fl.apps.client_app`) and
+SecAgg+ rounds (:mod:`kosmos_fl.fl.rounds.secure`): load this site's data, set the global weights, train.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from kosmos_fl.fl import faults
-from kosmos_fl.fl.partition import virtual_client_data
+from kosmos_fl.fl.rounds.partition import virtual_client_data
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.ml.train import seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase

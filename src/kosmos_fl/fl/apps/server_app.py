@@ -22,9 +22,12 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl import checkpoint, federated_eval, model_registry, strategies
-from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE, Checkpoint
-from kosmos_fl.fl.liveness import (
+from kosmos_fl.fl import strategies
+from kosmos_fl.fl.apps import model_registry
+from kosmos_fl.fl.flower_runtime.object_pulls import use_fast_object_pulls
+from kosmos_fl.fl.rounds import checkpoint, federated_eval
+from kosmos_fl.fl.rounds.checkpoint import INTERRUPTED_FILE, Checkpoint
+from kosmos_fl.fl.rounds.liveness import (
     LiveGrid,
     RoundReplies,
     SessionClients,
@@ -32,15 +35,14 @@ from kosmos_fl.fl.liveness import (
     send_and_collect,
     wait_for_nodes,
 )
-from kosmos_fl.fl.object_pulls import use_fast_object_pulls
-from kosmos_fl.fl.round_stats import (
+from kosmos_fl.fl.rounds.round_stats import (
     RoundTimes,
     client_metrics,
     latency_split,
     reply_client_id,
     round_statistics,
 )
-from kosmos_fl.fl.screening import Screened, screen_replies
+from kosmos_fl.fl.rounds.screening import Screened, screen_replies
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
 from kosmos_fl.fl.tracking import SessionTracker, params_2021, session_params
 from kosmos_fl.ml.models import count_parameters
@@ -57,7 +59,7 @@ def _checkpoint_and_log(
     out_dir: Path, tracker: SessionTracker, ckpt: Checkpoint, weights: list[np.ndarray], strategy: Any
 ) -> Checkpoint:
     """Checkpoint first, then log, then flag as logged: a crash anywhere in between neither loses
-    nor duplicates the round's metrics on resume (see kosmos_fl.fl.checkpoint)."""
+    nor duplicates the round's metrics on resume (see kosmos_fl.fl.rounds.checkpoint)."""
     ckpt = checkpoint.save(out_dir, ckpt, weights, strategy)
     tracker.metrics(ckpt.metrics, step=ckpt.round)
     return checkpoint.mark_logged(out_dir, ckpt)
@@ -81,7 +83,7 @@ def _start_or_resume(
         tracker.params(session_params(spec, list(groups), type(model).__name__, count_parameters(model)))
         tracker.params(params_2021(spec, model, usecase))  # the 2021 names, for old dashboards
         if spec.differential_privacy is not None:
-            from kosmos_fl.fl import privacy
+            from kosmos_fl.fl.rounds import privacy
 
             tracker.params(privacy.params(spec))
         tracker.tag("kosmos.session_id", spec.session_id)
@@ -126,8 +128,8 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
     strategy = strategies.build(
         spec.strategy_name, spec.strategy_params, spec.num_clients, spec.min_fit_clients
     )
-    if spec.differential_privacy is not None:  # clipping + noise + accountant: fl/privacy.py
-        from kosmos_fl.fl import privacy
+    if spec.differential_privacy is not None:  # clipping + noise + accountant: fl/rounds/privacy.py
+        from kosmos_fl.fl.rounds import privacy
 
         strategy = privacy.build_strategy(spec)
     ckpt, strategy, t0, metrics = _start_or_resume(spec, tracker, usecase, groups, model, strategy)
@@ -146,8 +148,8 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         }
     )
     secagg = None
-    if spec.secure_aggregation is not None:  # SecAgg+ rounds: fl/secure.py
-        from kosmos_fl.fl.secure import SecureRounds
+    if spec.secure_aggregation is not None:  # SecAgg+ rounds: fl/rounds/secure.py
+        from kosmos_fl.fl.rounds.secure import SecureRounds
 
         assert context is not None
         secagg = SecureRounds(grid, context, spec, train_config)
@@ -315,7 +317,7 @@ def main(grid: Grid, context: Context) -> None:
     spec = SessionSpec.read(str(context.run_config["session-file"]))
     out_dir = Path(spec.out_dir)
     logging.basicConfig(level=logging.INFO)
-    use_fast_object_pulls()  # replies' arrays: no 1 s first retry (see fl/object_pulls.py)
+    use_fast_object_pulls()  # replies' arrays: no 1 s first retry (see fl/flower_runtime/object_pulls.py)
     _watch_coordinator(spec.coordinator_pid, out_dir)
     try:
         result = run_session(grid, spec, context)

@@ -1,8 +1,8 @@
 """``kosmos-fl simulate``: the session's ServerApp and ClientApp on Flower's simulation engine.
 
 For strategy research before a roll-out: N virtual clients (Ray actors, Flower extra
-``flwr[simulation]``) run exactly the production apps (:mod:`kosmos_fl.fl.server_app`,
-:mod:`kosmos_fl.fl.client_app`) in one process tree, with central evaluation, MLflow logging and
+``flwr[simulation]``) run exactly the production apps (:mod:`kosmos_fl.fl.apps.server_app`,
+:mod:`kosmos_fl.fl.apps.client_app`) in one process tree, with central evaluation, MLflow logging and
 the model registry as in a real session. The training units of a real or generated data set are
 pooled and partitioned sample-wise (every N-th sample) across the virtual clients; the use case's
 held-out units stay with the server.
@@ -12,7 +12,7 @@ virtual node which spec file is its own (Flower gives simulated nodes ``partitio
 ``num-partitions`` as node config, nothing else).
 
 Scale: a Ray worker serves many virtual clients in turn, so it loads the pooled data once and each
-client slices its partition (:mod:`kosmos_fl.fl.partition`); and Flower's message extractor is
+client slices its partition (:mod:`kosmos_fl.fl.rounds.partition`); and Flower's message extractor is
 replaced for the run by one that does not scan every stored message for every node every 0.1 s
 (:func:`fast_dispatch`). Measured figures: ``bench/bench_simulation.py`` and bench/README.md.
 """
@@ -24,7 +24,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from kosmos_fl.errors import DataError, FederationError, KosmosError
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, NodeSpec, SessionSpec
+from kosmos_fl.fl.simulation.fast_dispatch import fast_dispatch
 
 log = logging.getLogger("kosmos_fl.simulation")
 
@@ -47,7 +47,7 @@ clientapp = ClientApp()
 
 @serverapp.main()
 def _server_main(grid: Grid, context: Context) -> None:
-    from kosmos_fl.fl import server_app
+    from kosmos_fl.fl.apps import server_app
 
     run_config = {**context.run_config, "session-file": os.environ[SESSION_ENV]}
     ctx = Context(context.run_id, context.node_id, context.node_config, context.state, run_config)
@@ -56,7 +56,7 @@ def _server_main(grid: Grid, context: Context) -> None:
 
 @clientapp.train()
 def _client_train(msg: Message, context: Context) -> Message:
-    from kosmos_fl.fl import client_app
+    from kosmos_fl.fl.apps import client_app
 
     pid = int(context.node_config["partition-id"])
     node_config = {
@@ -112,55 +112,6 @@ def _shutdown_ray(grace: float = 10.0) -> None:
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(alive, timeout=grace)
-
-
-def _dispatch_waiting(state: Any, queue: Any, nodes_mapping: dict[int, int], f_stop: Any) -> None:
-    """Flower's message extractor (``vce_api.add_messages_to_queue``) with the same behaviour,
-    except that it asks the link state only for nodes that have an undelivered message.
-
-    Flower's own one asks for every virtual node every 0.1 s, and each ask scans every stored
-    message: with 1,000 nodes that is a million message checks per sweep, all round long, holding
-    the driver's GIL (seen with py-spy as the busiest thread of a 1,000-client round). Here one
-    sweep is one scan of the stored messages plus Flower's own ``get_message_ins`` (with its
-    expiry checks and delivery marking) for each node that has something waiting."""
-    store, lock = state.message_ins_store, state.lock
-    while not f_stop.is_set():
-        with lock:
-            waiting = {m.metadata.dst_node_id for m in store.values() if m.metadata.delivered_at == ""}
-        for node_id in nodes_mapping:
-            if node_id in waiting:
-                for msg in state.get_message_ins(node_id=node_id, limit=1):
-                    queue.put(msg)
-        f_stop.wait(0.1)
-
-
-@contextlib.contextmanager
-def fast_dispatch() -> Iterator[bool]:
-    """Use :func:`_dispatch_waiting` in Flower's simulation engine while the block runs; yields
-    whether it is in use. Only for the Flower version it was written against (its in-memory link
-    state's ``message_ins_store`` and ``lock``); any other version runs Flower's own extractor."""
-    from importlib.metadata import version
-
-    from flwr.server.superlink.fleet.vce import vce_api
-    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
-
-    original = vce_api.add_messages_to_queue
-    if not version("flwr").startswith("1.42.") or not hasattr(InMemoryLinkState, "get_message_ins"):
-        log.info("Flower %s: simulation uses Flower's own message extractor", version("flwr"))
-        yield False
-        return
-
-    def extractor(state: Any, queue: Any, nodes_mapping: dict[int, int], f_stop: Any) -> None:
-        if isinstance(state, InMemoryLinkState) and hasattr(state, "message_ins_store"):
-            _dispatch_waiting(state, queue, nodes_mapping, f_stop)
-        else:
-            original(state, queue, nodes_mapping, f_stop)
-
-    vce_api.add_messages_to_queue = extractor
-    try:
-        yield True
-    finally:
-        vce_api.add_messages_to_queue = original
 
 
 @dataclass(frozen=True)

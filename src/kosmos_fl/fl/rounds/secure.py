@@ -34,7 +34,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.server.workflow import SecAggPlusWorkflow
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl.local_training import train_locally
+from kosmos_fl.fl.rounds.local_training import train_locally
 from kosmos_fl.fl.session import NodeSpec, SessionSpec
 
 log = logging.getLogger("kosmos_fl.secure")
@@ -53,7 +53,7 @@ def is_secagg_message(msg: Message) -> bool:
 
 
 class _UpdateClient(NumPyClient):
-    """Local training as in :func:`kosmos_fl.fl.client_app.train`, returning the update."""
+    """Local training as in :func:`kosmos_fl.fl.apps.client_app.train`, returning the update."""
 
     def __init__(self, context: Context) -> None:
         self.context = context

@@ -26,7 +26,7 @@ from kosmos_fl.fl import strategies
 from kosmos_fl.fl.apps import model_registry
 from kosmos_fl.fl.flower_runtime.object_pulls import use_fast_object_pulls
 from kosmos_fl.fl.rounds import checkpoint, federated_eval
-from kosmos_fl.fl.rounds.checkpoint import INTERRUPTED_FILE, Checkpoint
+from kosmos_fl.fl.rounds.checkpoint import Checkpoint
 from kosmos_fl.fl.rounds.liveness import (
     LiveGrid,
     RoundReplies,
@@ -43,7 +43,15 @@ from kosmos_fl.fl.rounds.round_stats import (
     round_statistics,
 )
 from kosmos_fl.fl.rounds.screening import Screened, screen_replies
-from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, append_jsonl, write_json_atomic
+from kosmos_fl.fl.session import (
+    RejectedEvent,
+    ResumedEvent,
+    RoundEvent,
+    RoundStartedEvent,
+    SessionFolder,
+    SessionSpec,
+    StoppedEvent,
+)
 from kosmos_fl.fl.tracking import SessionTracker, params_2021, session_params
 from kosmos_fl.ml.models import count_parameters
 from kosmos_fl.ml.train import get_weights, pack_weights, seed_everything, set_weights
@@ -77,7 +85,7 @@ def _start_or_resume(
     state of an interrupted one (weights, strategy state, metrics not yet logged). Returns the
     checkpoint, the strategy, the session's start on the monotonic clock and the current metrics."""
     out_dir = Path(spec.out_dir)
-    progress = out_dir / PROGRESS_FILE
+    folder = SessionFolder(out_dir)
     ckpt = checkpoint.load(out_dir)
     if ckpt is None:
         tracker.params(session_params(spec, list(groups), type(model).__name__, count_parameters(model)))
@@ -87,8 +95,8 @@ def _start_or_resume(
 
             tracker.params(privacy.params(spec))
         tracker.tag("kosmos.session_id", spec.session_id)
-        (out_dir / "model_summary.txt").write_text(str(model), encoding="utf-8")
-        tracker.client.log_artifact(tracker.run_id, str(out_dir / "model_summary.txt"))
+        folder.model_summary_file.write_text(str(model), encoding="utf-8")
+        tracker.client.log_artifact(tracker.run_id, str(folder.model_summary_file))
         t0 = time.monotonic()
         metrics = usecase.evaluate(model, groups)
         first = Checkpoint(
@@ -99,7 +107,7 @@ def _start_or_resume(
             metrics=metrics,
         )
         ckpt = _checkpoint_and_log(out_dir, tracker, first, get_weights(model), strategy)
-        append_jsonl(progress, {"event": "round", "round": 0, "metrics": metrics, "seconds": 0.0})
+        folder.append_progress(RoundEvent(round=0, metrics=metrics, seconds=0.0))
     else:
         # resume: a new Flower run continues from the last completed round of this session
         set_weights(model, checkpoint.load_weights(out_dir, ckpt))
@@ -109,7 +117,7 @@ def _start_or_resume(
                 tracker.metrics(ckpt.metrics, step=ckpt.round)
             ckpt = checkpoint.mark_logged(out_dir, ckpt)
         log.info("resuming session %s after round %d", spec.session_id, ckpt.round)
-        append_jsonl(progress, {"event": "resumed", "round": ckpt.round})
+        folder.append_progress(ResumedEvent(round=ckpt.round))
         t0 = time.monotonic() - ckpt.elapsed_seconds
         metrics = usecase.evaluate(model, groups)
     return ckpt, strategy, t0, metrics
@@ -118,7 +126,7 @@ def _start_or_resume(
 def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
     """Run all rounds of one session; returns the result document."""
     out_dir = Path(spec.out_dir)
-    progress = out_dir / PROGRESS_FILE
+    folder = SessionFolder(out_dir)
     tracker = SessionTracker(spec)
     seed_everything(spec.seed)
     usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
@@ -179,9 +187,8 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
                 stop_reason = privacy.budget_reason(exc, rnd, strategy)
                 log.warning("%s", stop_reason)
                 break
-            append_jsonl(
-                progress,
-                {"event": "round_started", "round": rnd, "nodes": [m.metadata.dst_node_id for m in messages]},
+            folder.append_progress(
+                RoundStartedEvent(round=rnd, nodes=[m.metadata.dst_node_id for m in messages])
             )
             got = send_and_collect(grid, messages, clients, spec.round_timeout)
             ok = [m for m in got.replies if not m.has_error()]
@@ -196,7 +203,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
             )
         )
         for cid, reason in screened.rejected:
-            append_jsonl(progress, {"event": "rejected", "round": rnd, "client": cid, "reason": reason})
+            folder.append_progress(RejectedEvent(round=rnd, client=cid, reason=reason))
         # aggregate in client-id order, not arrival order: float sums depend on the order
         accepted = sorted(screened.accepted, key=reply_client_id)
         if len(accepted) < spec.min_fit_clients or not accepted:
@@ -256,16 +263,16 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         )
         ckpt = _checkpoint_and_log(out_dir, tracker, done, get_weights(model), strategy)
         norm_history = ckpt.norm_history
-        append_jsonl(
-            progress,
-            {
-                "event": "round",
-                "round": rnd,
-                "metrics": metrics,
-                "client": client,
-                "seconds": time.monotonic() - t0,
-                **round_stats,
-            },
+        folder.append_progress(
+            RoundEvent.model_validate(
+                {
+                    "round": rnd,
+                    "metrics": metrics,
+                    "client": client,
+                    "seconds": time.monotonic() - t0,
+                    **round_stats,
+                }
+            )
         )
         completed = rnd
 
@@ -273,8 +280,8 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         secagg.close()
     if stop_reason is not None:
         tracker.tag("kosmos.stop_reason", stop_reason)
-        append_jsonl(progress, {"event": "stopped", "round": completed, "reason": stop_reason})
-    plot_paths = model_registry.plots(usecase, model, groups, out_dir / "plots")
+        folder.append_progress(StoppedEvent(round=completed, reason=stop_reason))
+    plot_paths = model_registry.plots(usecase, model, groups, folder.plots_dir)
     for p in plot_paths:
         tracker.client.log_artifact(tracker.run_id, str(p), artifact_path="plots")
     model_uri, version = model_registry.log_model(spec, usecase, model, groups)
@@ -300,7 +307,7 @@ def _watch_coordinator(pid: int | None, out_dir: Path) -> None:
     """Exit at once when the KOSMoS server process dies or marks the session interrupted (a
     graceful stop), so that an orphaned ServerApp never logs a round, finishes the session or
     fails the MLflow run that a resumed session will continue."""
-    marker = out_dir / INTERRUPTED_FILE
+    marker = SessionFolder(out_dir).interrupted_file
 
     def watch() -> None:
         while not _coordinator_gone(pid) and not marker.exists():
@@ -316,20 +323,18 @@ def main(grid: Grid, context: Context) -> None:
     """Flower entry point: read the session spec, run it, always leave a result document."""
     spec = SessionSpec.read(str(context.run_config["session-file"]))
     out_dir = Path(spec.out_dir)
+    folder = SessionFolder(out_dir)
     logging.basicConfig(level=logging.INFO)
     use_fast_object_pulls()  # replies' arrays: no 1 s first retry (see fl/flower_runtime/object_pulls.py)
     _watch_coordinator(spec.coordinator_pid, out_dir)
     try:
         result = run_session(grid, spec, context)
     except Exception as exc:
-        if _coordinator_gone(spec.coordinator_pid) or (out_dir / INTERRUPTED_FILE).exists():
+        if _coordinator_gone(spec.coordinator_pid) or folder.interrupted_file.exists():
             # the server crashed or stopped: leave the session resumable (no result, run not failed)
             os._exit(3)
         reason = str(exc) if isinstance(exc, FederationError) else f"{type(exc).__name__}: {exc}"
-        write_json_atomic(
-            out_dir / RESULT_FILE,
-            {"status": "failed", "reason": reason, "traceback": traceback.format_exc()},
-        )
+        folder.write_result({"status": "failed", "reason": reason, "traceback": traceback.format_exc()})
         try:
             from kosmos_fl.fl.tracking import fail_run
 
@@ -337,4 +342,4 @@ def main(grid: Grid, context: Context) -> None:
         except Exception:
             log.exception("could not mark the MLflow run as failed")
         raise
-    write_json_atomic(out_dir / RESULT_FILE, result)
+    folder.write_result(result)

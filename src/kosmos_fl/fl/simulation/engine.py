@@ -33,7 +33,14 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from kosmos_fl.errors import DataError, FederationError, KosmosError
-from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, NodeSpec, SessionSpec
+from kosmos_fl.fl.session import (
+    NodeSpec,
+    SessionFolder,
+    SessionSettings,
+    SessionSpec,
+    decide_quorum,
+    read_progress,
+)
 from kosmos_fl.fl.simulation.fast_dispatch import fast_dispatch
 
 log = logging.getLogger("kosmos_fl.simulation")
@@ -166,25 +173,23 @@ def generate_data(out: Path, snapshots: int, seed: int = 7) -> Path:
 
 def run_simulation(
     *,
+    config: SessionSettings,
     num_clients: int,
-    rounds: int,
     data_path: Path,
     work_dir: Path,
     mlflow_uri: str,
     experiment: str = "simulation",
     usecase_name: str = "BearingUseCase",
+    rounds: int | None = None,
     usecase_params: dict[str, Any] | None = None,
-    strategy_name: str = "FedAvg",
-    strategy_params: dict[str, Any] | None = None,
-    local_epochs: int = 1,
-    learning_rate: float = 1e-3,
-    batch_size: int = 32,
-    seed: int = 42,
     client_cpus: float = 1.0,
     ray_cpus: int | None = None,
     round_timeout: float = 3600.0,
 ) -> dict[str, Any]:
-    """Run one simulated session; returns the ServerApp's result plus per-round progress."""
+    """Run one simulated session of ``config`` (a server config's session settings, as a real
+    session would take them) with ``num_clients`` virtual clients; ``rounds`` and
+    ``usecase_params`` override the config's. Returns the ServerApp's result plus per-round
+    progress."""
     try:
         import ray  # noqa: F401  -- fail early, with the fix, when the extra is missing
         from flwr.simulation import run_simulation as flwr_run_simulation
@@ -198,12 +203,17 @@ def run_simulation(
 
     if num_clients < 1:
         raise KosmosError("--clients must be at least 1")
-    params = dict(usecase_params or {})
+    params = (
+        dict(usecase_params)
+        if usecase_params is not None
+        else {**config.usecase.params, **config.usecase.broadcast_params}
+    )
     usecase = load_usecase(usecase_name, params)
     plan = plan_data(usecase, data_path, num_clients)
     session_id = time.strftime("sim-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     out_dir = (work_dir / "sessions" / session_id).resolve()
-    nodes_dir = out_dir / "nodes"
+    folder = SessionFolder(out_dir)
+    nodes_dir = folder.nodes_dir
     version = usecase.version
     run_id = create_session_run(
         mlflow_uri,
@@ -215,21 +225,18 @@ def run_simulation(
             "kosmos.virtual_clients": str(num_clients),
         },
     )
-    spec = SessionSpec(
+    rounds = rounds or config.n_federated_train_epoch
+    spec = SessionSpec.from_config(
+        config,
         session_id=session_id,
         out_dir=str(out_dir),
         usecase_name=usecase_name,
         usecase_version=version,
         usecase_params=params,
         num_clients=num_clients,
-        min_fit_clients=num_clients,
+        # virtual clients never drop out, so a round waits for all of them
+        min_fit_clients=decide_quorum(num_clients, min_fit_clients=num_clients),
         num_rounds=rounds,
-        strategy_name=strategy_name,
-        strategy_params=dict(strategy_params or {}),
-        local_epochs=local_epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
         data_path=str(plan.data_path.resolve()),
         test_names=plan.test_units,
         mlflow_tracking_uri=mlflow_uri,
@@ -238,7 +245,7 @@ def run_simulation(
         round_timeout=round_timeout,
         join_timeout=600.0,
     )
-    spec_path = spec.write(out_dir / "session.json")
+    spec_path = spec.write(folder.spec_file)
     for i in range(num_clients):
         NodeSpec(
             session_id=session_id,
@@ -277,14 +284,9 @@ def run_simulation(
     finally:
         _shutdown_ray()
     seconds = time.monotonic() - t0
-    result_path = out_dir / RESULT_FILE
-    if not result_path.exists():
+    result = folder.read_result()
+    if result is None:
         raise FederationError(f"the simulation ended without a result; see the log above ({out_dir})")
-    import json
-
-    from kosmos_fl.fl.session import read_progress
-
-    result = json.loads(result_path.read_text(encoding="utf-8"))
     if result.get("status") != "completed":
         raise FederationError(f"the simulated session failed: {result.get('reason')}")
     result.update(
@@ -294,7 +296,7 @@ def run_simulation(
             "out_dir": str(out_dir),
             "seconds": seconds,
             "samples": plan.samples,
-            "rounds": read_progress(out_dir / PROGRESS_FILE),
+            "rounds": read_progress(folder.progress_file),
         }
     )
     return result

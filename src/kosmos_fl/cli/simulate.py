@@ -43,7 +43,6 @@ def run_simulate(
         work_dir=work_dir,
         mlflow_uri=tracking_uri(mlflow_address),
         experiment=cfg.mlflow_experiment_name if config else "simulation",
-        usecase_name=cfg.usecase.name,
         usecase_params=params,
         ray_cpus=cpus,
     )

@@ -29,25 +29,19 @@ from kosmos_fl.fl.rounds import checkpoint, federated_eval
 from kosmos_fl.fl.rounds.checkpoint import Checkpoint
 from kosmos_fl.fl.rounds.liveness import (
     LiveGrid,
-    RoundReplies,
     SessionClients,
     quorum_lost_message,
-    send_and_collect,
     wait_for_nodes,
 )
 from kosmos_fl.fl.rounds.round_stats import (
     RoundTimes,
     client_metrics,
-    latency_split,
-    reply_client_id,
     round_statistics,
 )
-from kosmos_fl.fl.rounds.screening import Screened, screen_replies
+from kosmos_fl.fl.rounds.train_round import RoundContext, RoundResult, plain_round, secure_round
 from kosmos_fl.fl.session import (
-    RejectedEvent,
     ResumedEvent,
     RoundEvent,
-    RoundStartedEvent,
     SessionFolder,
     SessionSpec,
     StoppedEvent,
@@ -123,16 +117,13 @@ def _start_or_resume(
     return ckpt, strategy, t0, metrics
 
 
-def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
-    """Run all rounds of one session; returns the result document."""
-    out_dir = Path(spec.out_dir)
-    folder = SessionFolder(out_dir)
+def _prepare(spec: SessionSpec) -> tuple[SessionTracker, UseCase, dict[str, Any], Any, Any]:
+    """Tracker, use case, evaluation data, model and strategy (wrapped for DP) of a session."""
     tracker = SessionTracker(spec)
     seed_everything(spec.seed)
     usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
     groups = usecase.eval_datasets(Path(spec.data_path), spec.test_names)
     model = usecase.build_model()
-
     strategy = strategies.build(
         spec.strategy_name, spec.strategy_params, spec.num_clients, spec.min_fit_clients
     )
@@ -140,14 +131,11 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         from kosmos_fl.fl.rounds import privacy
 
         strategy = privacy.build_strategy(spec)
-    ckpt, strategy, t0, metrics = _start_or_resume(spec, tracker, usecase, groups, model, strategy)
+    return tracker, usecase, groups, model, strategy
 
-    clients = SessionClients(out_dir, spec.num_clients)
-    if ckpt.round < spec.num_rounds:
-        wait_for_nodes(grid, clients, spec.min_fit_clients, spec.join_timeout)
-    live_grid = LiveGrid(grid, clients)
-    arrays = ArrayRecord(pack_weights(get_weights(model)))  # one vector per message: fewer objects
-    train_config = ConfigRecord(
+
+def _train_config(spec: SessionSpec) -> ConfigRecord:
+    return ConfigRecord(
         {
             "local-epochs": spec.local_epochs,
             "learning-rate": spec.learning_rate,
@@ -155,129 +143,75 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
             "seed": spec.seed,
         }
     )
-    secagg = None
-    if spec.secure_aggregation is not None:  # SecAgg+ rounds: fl/rounds/secure.py
-        from kosmos_fl.fl.rounds.secure import SecureRounds
 
-        assert context is not None
-        secagg = SecureRounds(grid, context, spec, train_config)
-        if ckpt.round == 0:
-            tracker.params(secagg.params())
-    stop_reason = None
-    norm_history = list(ckpt.norm_history)
-    completed = ckpt.round
-    for rnd in range(ckpt.round + 1, spec.num_rounds + 1):
-        t_round = time.monotonic()
-        alive = min(clients.alive_count(), len(live_grid.get_node_ids()))
-        if alive < spec.min_fit_clients:
-            raise FederationError(
-                quorum_lost_message(f"before round {rnd}", alive, spec.min_fit_clients, clients.dead())
-            )
-        train_config["sent-at"] = time.time()  # wall clock: the clients report theirs (latency split)
-        secure_arrays = None
-        if secagg is not None:
-            # the server sees only the masked sum: no per-update screening (docs/SECURITY.md)
-            messages = []  # the SecAgg+ workflow sends its own stage messages
-            ok, failed, secure_arrays = secagg.train_round(rnd, arrays)
-            got = RoundReplies(replies=ok + failed, dropped=[], timed_out=[])
-        else:
-            try:
-                messages = list(strategy.configure_train(rnd, arrays, train_config, live_grid))
-            except PrivacyBudgetExhausted as exc:  # stop cleanly, keep the last model
-                stop_reason = privacy.budget_reason(exc, rnd, strategy)
-                log.warning("%s", stop_reason)
-                break
-            folder.append_progress(
-                RoundStartedEvent(round=rnd, nodes=[m.metadata.dst_node_id for m in messages])
-            )
-            got = send_and_collect(grid, messages, clients, spec.round_timeout)
-            ok = [m for m in got.replies if not m.has_error()]
-            failed = [m for m in got.replies if m.has_error()]
-        for m in failed:
-            log.warning("round %d: client node %s failed: %s", rnd, m.metadata.src_node_id, m.error.reason)
-        screened = (
-            Screened(accepted=ok, rejected=[], norms=[])
-            if secagg is not None
-            else screen_replies(
-                ok, arrays.to_numpy_ndarrays(), spec.max_update_norm_ratio, spec.max_update_norm, norm_history
-            )
-        )
-        for cid, reason in screened.rejected:
-            folder.append_progress(RejectedEvent(round=rnd, client=cid, reason=reason))
-        # aggregate in client-id order, not arrival order: float sums depend on the order
-        accepted = sorted(screened.accepted, key=reply_client_id)
-        if len(accepted) < spec.min_fit_clients or not accepted:
-            dead = clients.dead()
-            raise FederationError(
-                f"round {rnd} got {len(accepted)} usable client update(s), fewer than "
-                f"min_fit_clients={spec.min_fit_clients} ({len(failed)} failed, "
-                f"{len(screened.rejected)} rejected, {len(got.dropped)} disconnected, "
-                f"{len(got.timed_out)} not answered within round_timeout={spec.round_timeout:g} s)"
-                + (
-                    f"; gone: {', '.join(f'client {k} ({v})' for k, v in sorted(dead.items()))}"
-                    if dead
-                    else ""
-                )
-            )
-        t_replies = time.monotonic()
-        latency = latency_split(accepted, float(train_config["sent-at"]), time.time())
-        if secagg is not None:
-            new_arrays = secure_arrays
-        else:
-            new_arrays, _ = strategy.aggregate_train(rnd, accepted)
-        if new_arrays is None:
-            raise FederationError(f"round {rnd}: the strategy produced no aggregate")
-        arrays = new_arrays
-        set_weights(model, arrays.to_numpy_ndarrays())
-        t_eval = time.monotonic()
-        metrics = usecase.evaluate(model, groups)
-        t_end = time.monotonic()
-        client = client_metrics(accepted)
-        if spec.federated_evaluation:  # the clients score the new model on their own data
-            client |= federated_eval.evaluate_on_clients(
-                grid, clients, live_grid.get_node_ids(), arrays, spec, rnd
-            )
-        round_stats = round_statistics(
-            RoundTimes(t_round, t_replies, t_eval, t_end),
-            sent=messages,
-            ok=ok,
-            accepted=accepted,
-            failed=len(failed),
-            dropped=len(got.dropped),
-            timed_out=len(got.timed_out),
-            rejected=len(screened.rejected),
-            latency=latency,
-        )
-        if spec.differential_privacy is not None:
-            round_stats.update(privacy.spent(strategy))
-        for cid, _reason in screened.rejected:
-            round_stats[f"update_rejected_client{'unknown' if cid is None else cid}"] = 1.0
-        done = Checkpoint(
-            session_id=spec.session_id,
-            mlflow_run_id=spec.mlflow_run_id,
-            round=rnd,
-            weights_file="",
-            metrics={**metrics, **client, **round_stats},
-            norm_history=screened.norms or norm_history,
-            elapsed_seconds=time.monotonic() - t0,
-        )
-        ckpt = _checkpoint_and_log(out_dir, tracker, done, get_weights(model), strategy)
-        norm_history = ckpt.norm_history
-        folder.append_progress(
-            RoundEvent.model_validate(
-                {
-                    "round": rnd,
-                    "metrics": metrics,
-                    "client": client,
-                    "seconds": time.monotonic() - t0,
-                    **round_stats,
-                }
-            )
-        )
-        completed = rnd
 
-    if secagg is not None:
-        secagg.close()
+def _record_round(
+    r: RoundContext,
+    tracker: SessionTracker,
+    rnd: int,
+    res: RoundResult,
+    model: Any,
+    metrics: dict[str, float],
+    client: dict[str, float],
+    times: RoundTimes,
+    norm_history: list[float],
+    t0: float,
+) -> Checkpoint:
+    """Round statistics, checkpoint, MLflow metrics and the progress event of a finished round."""
+    spec = r.spec
+    round_stats = round_statistics(
+        times,
+        sent=res.sent,
+        ok=res.ok,
+        accepted=res.accepted,
+        failed=res.failed,
+        dropped=res.dropped,
+        timed_out=res.timed_out,
+        rejected=len(res.rejected),
+        latency=res.latency,
+    )
+    if spec.differential_privacy is not None:
+        from kosmos_fl.fl.rounds import privacy
+
+        round_stats.update(privacy.spent(r.strategy))
+    for cid, _reason in res.rejected:
+        round_stats[f"update_rejected_client{'unknown' if cid is None else cid}"] = 1.0
+    done = Checkpoint(
+        session_id=spec.session_id,
+        mlflow_run_id=spec.mlflow_run_id,
+        round=rnd,
+        weights_file="",
+        metrics={**metrics, **client, **round_stats},
+        norm_history=res.norms or norm_history,
+        elapsed_seconds=time.monotonic() - t0,
+    )
+    ckpt = _checkpoint_and_log(r.folder.path, tracker, done, get_weights(model), r.strategy)
+    r.folder.append_progress(
+        RoundEvent.model_validate(
+            {
+                "round": rnd,
+                "metrics": metrics,
+                "client": client,
+                "seconds": time.monotonic() - t0,
+                **round_stats,
+            }
+        )
+    )
+    return ckpt
+
+
+def _finish(
+    spec: SessionSpec,
+    tracker: SessionTracker,
+    usecase: UseCase,
+    groups: dict[str, Any],
+    model: Any,
+    completed: int,
+    metrics: dict[str, float],
+    stop_reason: str | None,
+) -> dict[str, Any]:
+    """Plots and the registered model of the finished session; returns the result document."""
+    folder = SessionFolder(Path(spec.out_dir))
     if stop_reason is not None:
         tracker.tag("kosmos.stop_reason", stop_reason)
         folder.append_progress(StoppedEvent(round=completed, reason=stop_reason))
@@ -295,6 +229,69 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
         "plots": [str(p) for p in plot_paths],
         **({"reason": stop_reason, "stop_reason": stop_reason} if stop_reason is not None else {}),
     }
+
+
+def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
+    """Run all rounds of one session; returns the result document."""
+    folder = SessionFolder(Path(spec.out_dir))
+    tracker, usecase, groups, model, strategy = _prepare(spec)
+    ckpt, strategy, t0, metrics = _start_or_resume(spec, tracker, usecase, groups, model, strategy)
+
+    clients = SessionClients(folder.path, spec.num_clients)
+    if ckpt.round < spec.num_rounds:
+        wait_for_nodes(grid, clients, spec.min_fit_clients, spec.join_timeout)
+    r = RoundContext(grid, LiveGrid(grid, clients), clients, spec, folder, strategy, _train_config(spec))
+    arrays = ArrayRecord(pack_weights(get_weights(model)))  # one vector per message: fewer objects
+    secagg = None
+    if spec.secure_aggregation is not None:  # SecAgg+ rounds: fl/rounds/secure.py
+        from kosmos_fl.fl.rounds.secure import SecureRounds
+
+        assert context is not None
+        secagg = SecureRounds(grid, context, spec, r.train_config)
+        if ckpt.round == 0:
+            tracker.params(secagg.params())
+    stop_reason = None
+    norm_history = list(ckpt.norm_history)
+    completed = ckpt.round
+    for rnd in range(ckpt.round + 1, spec.num_rounds + 1):
+        t_round = time.monotonic()
+        alive = min(clients.alive_count(), len(r.live_grid.get_node_ids()))
+        if alive < spec.min_fit_clients:
+            raise FederationError(
+                quorum_lost_message(f"before round {rnd}", alive, spec.min_fit_clients, clients.dead())
+            )
+        r.train_config["sent-at"] = time.time()  # wall clock: the clients report theirs (latency split)
+        if secagg is not None:
+            res = secure_round(r, secagg, rnd, arrays)
+        else:
+            try:
+                res = plain_round(r, rnd, arrays, norm_history)
+            except PrivacyBudgetExhausted as exc:  # stop cleanly, keep the last model
+                from kosmos_fl.fl.rounds import privacy
+
+                stop_reason = privacy.budget_reason(exc, rnd, strategy)
+                log.warning("%s", stop_reason)
+                break
+        if res.arrays is None:
+            raise FederationError(f"round {rnd}: the strategy produced no aggregate")
+        arrays = res.arrays
+        set_weights(model, arrays.to_numpy_ndarrays())
+        t_eval = time.monotonic()
+        metrics = usecase.evaluate(model, groups)
+        t_end = time.monotonic()
+        client = client_metrics(res.accepted)
+        if spec.federated_evaluation:  # the clients score the new model on their own data
+            client |= federated_eval.evaluate_on_clients(
+                grid, clients, r.live_grid.get_node_ids(), arrays, spec, rnd
+            )
+        times = RoundTimes(t_round, res.t_replies, t_eval, t_end)
+        ckpt = _record_round(r, tracker, rnd, res, model, metrics, client, times, norm_history, t0)
+        norm_history = ckpt.norm_history
+        completed = rnd
+
+    if secagg is not None:
+        secagg.close()
+    return _finish(spec, tracker, usecase, groups, model, completed, metrics, stop_reason)
 
 
 def _coordinator_gone(pid: int | None) -> bool:

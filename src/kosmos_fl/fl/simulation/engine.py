@@ -179,7 +179,6 @@ def run_simulation(
     work_dir: Path,
     mlflow_uri: str,
     experiment: str = "simulation",
-    usecase_name: str = "BearingUseCase",
     rounds: int | None = None,
     usecase_params: dict[str, Any] | None = None,
     client_cpus: float = 1.0,
@@ -190,14 +189,7 @@ def run_simulation(
     session would take them) with ``num_clients`` virtual clients; ``rounds`` and
     ``usecase_params`` override the config's. Returns the ServerApp's result plus per-round
     progress."""
-    try:
-        import ray  # noqa: F401  -- fail early, with the fix, when the extra is missing
-        from flwr.simulation import run_simulation as flwr_run_simulation
-    except ImportError:
-        raise FederationError(
-            "Flower's simulation engine (Ray) is not installed; "
-            "install the extra: pip install 'kosmos-fl[simulation]'"
-        ) from None
+    flwr_run_simulation = _require_engine()
     from kosmos_fl.fl.tracking import create_session_run
     from kosmos_fl.usecases import load_usecase
 
@@ -208,13 +200,12 @@ def run_simulation(
         if usecase_params is not None
         else {**config.usecase.params, **config.usecase.broadcast_params}
     )
+    usecase_name = config.usecase.name
     usecase = load_usecase(usecase_name, params)
     plan = plan_data(usecase, data_path, num_clients)
     session_id = time.strftime("sim-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     out_dir = (work_dir / "sessions" / session_id).resolve()
     folder = SessionFolder(out_dir)
-    nodes_dir = folder.nodes_dir
-    version = usecase.version
     run_id = create_session_run(
         mlflow_uri,
         experiment,
@@ -231,7 +222,7 @@ def run_simulation(
         session_id=session_id,
         out_dir=str(out_dir),
         usecase_name=usecase_name,
-        usecase_version=version,
+        usecase_version=usecase.version,
         usecase_params=params,
         num_clients=num_clients,
         # virtual clients never drop out, so a round waits for all of them
@@ -245,25 +236,7 @@ def run_simulation(
         round_timeout=round_timeout,
         join_timeout=600.0,
     )
-    spec_path = spec.write(folder.spec_file)
-    for i in range(num_clients):
-        NodeSpec(
-            session_id=session_id,
-            client_id=i,
-            usecase_name=usecase_name,
-            usecase_version=version,
-            usecase_params=params,
-            data_path=str(plan.data_path.resolve()),
-            selection=plan.train_units,
-            torch_threads=1,
-            partition=(i, num_clients),
-        ).write(nodes_dir / f"node-{i}.json")
-    os.environ[SESSION_ENV] = str(spec_path)
-    os.environ[NODES_ENV] = str(nodes_dir)
-    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
-    if ray_cpus:
-        init_args["num_cpus"] = ray_cpus
-    backend_config = {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}, "init_args": init_args}
+    spec_path = _write_specs(spec, folder, plan)
     log.info(
         "simulation %s: %d virtual clients, %d rounds, %d samples",
         session_id,
@@ -272,6 +245,43 @@ def run_simulation(
         plan.samples,
     )
     t0 = time.monotonic()
+    _run_engine(flwr_run_simulation, spec_path, folder.nodes_dir, num_clients, client_cpus, ray_cpus)
+    return _collect(folder, run_id, time.monotonic() - t0, plan.samples)
+
+
+def _write_specs(spec: SessionSpec, folder: SessionFolder, plan: SimulationPlan) -> Path:
+    """The session spec and one node spec per virtual client (its partition of the pooled data)."""
+    spec_path = spec.write(folder.spec_file)
+    for i in range(spec.num_clients):
+        NodeSpec(
+            session_id=spec.session_id,
+            client_id=i,
+            usecase_name=spec.usecase_name,
+            usecase_version=spec.usecase_version,
+            usecase_params=spec.usecase_params,
+            data_path=str(plan.data_path.resolve()),
+            selection=plan.train_units,
+            torch_threads=1,
+            partition=(i, spec.num_clients),
+        ).write(folder.nodes_dir / f"node-{i}.json")
+    return spec_path
+
+
+def _run_engine(
+    flwr_run_simulation: Any,
+    spec_path: Path,
+    nodes_dir: Path,
+    num_clients: int,
+    client_cpus: float,
+    ray_cpus: int | None,
+) -> None:
+    """Run the apps on Flower's simulation engine (Ray), with the faster dispatch."""
+    os.environ[SESSION_ENV] = str(spec_path)
+    os.environ[NODES_ENV] = str(nodes_dir)
+    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
+    if ray_cpus:
+        init_args["num_cpus"] = ray_cpus
+    backend_config = {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}, "init_args": init_args}
     try:
         _start_ray(init_args)
         with fast_dispatch():
@@ -283,19 +293,35 @@ def run_simulation(
             )
     finally:
         _shutdown_ray()
-    seconds = time.monotonic() - t0
+
+
+def _require_engine() -> Any:
+    """Flower's ``run_simulation``; fails early, with the fix, when the extra is missing."""
+    try:
+        import ray  # noqa: F401
+        from flwr.simulation import run_simulation as flwr_run_simulation
+    except ImportError:
+        raise FederationError(
+            "Flower's simulation engine (Ray) is not installed; "
+            "install the extra: pip install 'kosmos-fl[simulation]'"
+        ) from None
+    return flwr_run_simulation
+
+
+def _collect(folder: SessionFolder, run_id: str, seconds: float, samples: int) -> dict[str, Any]:
+    """The ServerApp's result plus the simulation's figures and per-round progress."""
     result = folder.read_result()
     if result is None:
-        raise FederationError(f"the simulation ended without a result; see the log above ({out_dir})")
+        raise FederationError(f"the simulation ended without a result; see the log above ({folder.path})")
     if result.get("status") != "completed":
         raise FederationError(f"the simulated session failed: {result.get('reason')}")
     result.update(
         {
-            "session_id": session_id,
+            "session_id": folder.path.name,
             "mlflow_run_id": run_id,
-            "out_dir": str(out_dir),
+            "out_dir": str(folder.path),
             "seconds": seconds,
-            "samples": plan.samples,
+            "samples": samples,
             "rounds": read_progress(folder.progress_file),
         }
     )

@@ -13,7 +13,7 @@ import time
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from kosmos_fl.fl import faults
+from kosmos_fl.fl import client_hooks
 from kosmos_fl.fl.flower_runtime.warm_exec import FORKED_AT_ENV
 from kosmos_fl.fl.rounds import federated_eval, secure
 from kosmos_fl.fl.rounds.local_training import train_locally
@@ -51,7 +51,7 @@ def train(msg: Message, context: Context) -> Message:
             **({"forked-at": float(os.environ[FORKED_AT_ENV])} if FORKED_AT_ENV in os.environ else {}),
         }
     )
-    weights = faults.corrupt(pack_weights(get_weights(model)))  # test-only hook: kosmos_fl.fl.faults
+    weights = client_hooks.on_reply(pack_weights(get_weights(model)))  # no-op without hooks
     content = RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics})
     return Message(content=content, reply_to=msg)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kosmos_fl.fl import faults
+from kosmos_fl.fl import client_hooks
 from kosmos_fl.fl.rounds.partition import virtual_client_data
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.ml.train import seed_everything, set_weights, train_epochs
@@ -37,7 +37,7 @@ def train_locally(
         data = usecase.client_dataset(Path(spec.data_path), spec.selection)
     model = usecase.build_model()
     set_weights(model, weights())
-    faults.before_training()  # test-only hook, inactive unless KOSMOS_FL_FAULT is set
+    client_hooks.before_training()  # no-op unless KOSMOS_FL_CLIENT_HOOKS names a hook module
     loss = train_epochs(
         model,
         data.x,

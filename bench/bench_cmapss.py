@@ -33,9 +33,9 @@ Models: every candidate in :data:`CANDIDATES` (use-case parameters + the session
 recipe: rounds, local epochs, batch size, learning rate) is trained **federated** exactly as a
 session does (3 clients; each round every client starts from the global weights, seeds with
 ``seed + 1000 * client + round`` and trains ``local_epochs`` with a fresh Adam, as
-``kosmos_fl.fl.client_app``; the server averages the weights by sample count, FedAvg, through
+``kosmos_fl.fl.apps.client_app``; the server averages the weights by sample count, FedAvg, through
 ``kosmos_fl.ml.train.get_weights`` / ``set_weights``; the initial model is built after
-``seed_everything(seed)`` as ``kosmos_fl.fl.server_app`` does). **Centralised** is the same model,
+``seed_everything(seed)`` as ``kosmos_fl.fl.apps.server_app`` does). **Centralised** is the same model,
 recipe and seed on the 80 engines pooled (a federation of one client: the same epochs in chunks
 of ``local_epochs``).
 

@@ -61,7 +61,7 @@ def run_swarm(fed: LocalFederation, count: int, workers: int, prefix: str, timeo
     procs = []
     for w in range(workers):
         n = count // workers + (1 if w < count % workers else 0)
-        module = "kosmos_fl.coordinator.swarm"
+        module = "kosmos_fl.testing.swarm"
         args = [sys.executable, "-m", module, fed.url, str(n), f"{prefix}{w}", str(start_at), str(timeout)]
         procs.append(
             subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=fed.env)

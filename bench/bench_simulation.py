@@ -44,19 +44,20 @@ def _tree_pss(root: psutil.Process) -> int:
 
 
 def child(clients: int, rounds: int, snapshots: int, client_cpus: float, out: Path) -> None:
-    from kosmos_fl.fl.simulation import generate_data, run_simulation
+    from kosmos_fl.config import ServerConfig, TrainingConfig
+    from kosmos_fl.fl.simulation.engine import generate_data, run_simulation
     from kosmos_fl.fl.tracking import tracking_uri
 
     work = Path(tempfile.mkdtemp(prefix=f"sim{clients}-", dir=OUT))
     data = generate_data(OUT / f"sim-data-{snapshots}", snapshots)
     res = run_simulation(
+        config=ServerConfig(training=TrainingConfig(batch_size=16)),
         num_clients=clients,
         rounds=rounds,
         data_path=data,
         work_dir=work,
         mlflow_uri=tracking_uri(str(work / "mlruns")),
         usecase_params={"model": "ffnn"},
-        batch_size=16,
         client_cpus=client_cpus,
     )
     rows = [r for r in res["rounds"] if r["round"] > 0]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from kosmos_fl.fl.client_hooks import HOOKS_ENV
+
+# The clients this suite starts (they inherit its environment) load the test-only fault injection
+# of kosmos_fl.testing through the ClientApp's hook; inactive unless a test sets KOSMOS_FL_FAULT.
+os.environ.setdefault(HOOKS_ENV, "kosmos_fl.testing.faults")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"

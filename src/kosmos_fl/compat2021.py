@@ -144,7 +144,7 @@ def client_settings(
         data.pop("client_type")
         notes.append(
             "config key 'client_type' (2021) is ignored: the 2021 client classes (BasicClient) were "
-            "replaced by the built-in Flower ClientApp (kosmos_fl.fl.client_app); remove the key"
+            "replaced by the built-in Flower ClientApp (kosmos_fl.fl.apps.client_app); remove the key"
         )
     if "num_client_train_epochs" in data:  # 2021 name of the client-side epochs override
         epochs = data.pop("num_client_train_epochs")

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from kosmos_fl.config import load_server_config
 from kosmos_fl.errors import DataError, FederationError
-from kosmos_fl.fl.session import read_progress
+from kosmos_fl.fl.session import SessionFolder, read_progress
 from kosmos_fl.localfed import LocalFederation
 from kosmos_fl.usecases import load_usecase
 
@@ -182,6 +182,6 @@ def _follow(fed: LocalFederation) -> dict[str, Any]:
                 raise FederationError(f"{dead[0].name} exited:\n{dead[0].tail()}")
             if st.get("session"):
                 state = st["session"]["status"]
-                rows = read_progress(Path(st["session"]["out_dir"]) / "progress.jsonl")
+                rows = read_progress(SessionFolder(Path(st["session"]["out_dir"])).progress_file)
             live.update(_table(rows, state))
             time.sleep(0.5)

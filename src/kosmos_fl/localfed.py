@@ -22,7 +22,7 @@ import psutil
 import yaml
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl.runtime import ManagedProcess, free_port
+from kosmos_fl.fl.flower_runtime.runtime import ManagedProcess, free_port
 
 CLI = [sys.executable, "-m", "kosmos_fl.cli"]
 
@@ -94,7 +94,7 @@ class LocalFederation:
         **values: Any,
     ) -> ManagedProcess:
         """Start ``kosmos-fl client`` named ``name`` with ``values`` as its config (``extra_env``:
-        more environment, e.g. the test-only ``KOSMOS_FL_FAULT`` of :mod:`kosmos_fl.fl.faults`;
+        more environment, e.g. the test-only ``KOSMOS_FL_FAULT`` of :mod:`kosmos_fl.testing.faults`;
         ``launcher`` prefixes the command: ``["ip", "netns", "exec", "host1"]`` runs it on a
         simulated host)."""
         cfg = {

@@ -13,7 +13,7 @@ from kosmos_fl.config import ClientConfig, connect_url, split_address
 from kosmos_fl.coordinator.client import check_criteria, node_spec
 from kosmos_fl.coordinator.protocol import StartTrain
 from kosmos_fl.errors import ConfigError
-from kosmos_fl.fl.client_app import train_locally
+from kosmos_fl.fl.apps.client_app import train_locally
 from kosmos_fl.ml.train import get_weights
 from kosmos_fl.security.policy import client_security, public_ca_bundle
 from kosmos_fl.usecases import load_usecase

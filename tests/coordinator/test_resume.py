@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from kosmos_fl.coordinator.resume import assign_ids, find_interrupted, write_clients
-from kosmos_fl.fl import checkpoint
-from kosmos_fl.fl.checkpoint import Checkpoint
+from kosmos_fl.fl.rounds import checkpoint
+from kosmos_fl.fl.rounds.checkpoint import Checkpoint
 from kosmos_fl.fl.session import SessionSpec
 
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from kosmos_fl.coordinator.swarm import Swarm
 from kosmos_fl.localfed import LocalFederation as Federation
+from kosmos_fl.testing.swarm import Swarm
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from kosmos_fl.data.generate import generate_dataset
-from kosmos_fl.fl.runtime import ManagedProcess
+from kosmos_fl.fl.flower_runtime.runtime import ManagedProcess
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.localfed import CLI, LocalFederation
 from tests.conftest import write_2021_turbofan_csv

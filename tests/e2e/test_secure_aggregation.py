@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from kosmos_fl.fl.secure import DROPOUT_ENV
 from kosmos_fl.fl.session import read_progress
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.localfed import LocalFederation as Federation
+from kosmos_fl.testing.faults import DROPOUT_ENV
 
 pytestmark = pytest.mark.e2e
 

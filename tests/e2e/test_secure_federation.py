@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kosmos_fl.cli import main
-from kosmos_fl.fl import runtime
+from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.localfed import CLI, LocalFederation
 from kosmos_fl.security import certs
 from kosmos_fl.security.clients import ClientRegistry

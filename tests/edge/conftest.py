@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kosmos_fl.fl.runtime import free_port
+from kosmos_fl.fl.flower_runtime.runtime import free_port
 from tests.data.conftest import femto_bearing3_1  # noqa: F401  (re-exported fixture)
 
 SHARED_BROKER = os.environ.get("KOSMOS_TEST_MQTT", "127.0.0.1:1883")

@@ -98,7 +98,7 @@ def test_criteria_answer_comes_from_the_collected_data(tmp_path: Path) -> None:
 def test_replay_to_an_unreachable_broker_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], generated_bearings: Path
 ) -> None:
-    from kosmos_fl.fl.runtime import free_port
+    from kosmos_fl.fl.flower_runtime.runtime import free_port
 
     with pytest.raises(SystemExit) as exc:
         main(["machine", "replay", str(generated_bearings / "Bearing1_1"), "--broker",

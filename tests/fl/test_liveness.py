@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl import liveness
-from kosmos_fl.fl.liveness import (
+from kosmos_fl.fl.rounds import liveness
+from kosmos_fl.fl.rounds.liveness import (
     LiveGrid,
     SessionClients,
     mark_dead,

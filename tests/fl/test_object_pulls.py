@@ -10,7 +10,7 @@ import pytest
 from flwr.supercore.inflatable import inflatable_utils
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 
-from kosmos_fl.fl import object_pulls
+from kosmos_fl.fl.flower_runtime import object_pulls
 
 
 @pytest.fixture

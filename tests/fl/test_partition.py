@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kosmos_fl.fl import partition
-from kosmos_fl.fl.local_training import train_locally
-from kosmos_fl.fl.partition import PoolKey, pooled_dataset, take_partition, virtual_client_data
+from kosmos_fl.fl.rounds import partition
+from kosmos_fl.fl.rounds.local_training import train_locally
+from kosmos_fl.fl.rounds.partition import PoolKey, pooled_dataset, take_partition, virtual_client_data
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.ml.train import get_weights
 from kosmos_fl.usecases import load_usecase
@@ -179,7 +179,7 @@ class _State:
 
 
 def test_the_extractor_asks_only_for_nodes_with_waiting_messages() -> None:
-    from kosmos_fl.fl.simulation import _dispatch_waiting
+    from kosmos_fl.fl.simulation.fast_dispatch import _dispatch_waiting
 
     store = {f"m{n}": _Msg(_Meta(n)) for n in (3, 7)}
     store["old"] = _Msg(_Meta(5, delivered_at="earlier"))
@@ -200,7 +200,7 @@ def test_the_extractor_asks_only_for_nodes_with_waiting_messages() -> None:
 def test_fast_dispatch_is_undone_after_the_simulation() -> None:
     from flwr.server.superlink.fleet.vce import vce_api
 
-    from kosmos_fl.fl.simulation import fast_dispatch
+    from kosmos_fl.fl.simulation.fast_dispatch import fast_dispatch
 
     original = vce_api.add_messages_to_queue
     with fast_dispatch() as used:

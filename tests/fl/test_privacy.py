@@ -143,7 +143,7 @@ def test_flower_accountant_matches_closed_form(noise: float, rounds: int, delta:
     from flwr.serverapp import PrivacyConfig, RdpAccountant
     from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, SamplingMethod
 
-    # exactly how kosmos_fl.fl.privacy configures it: 3 clients, every one in every round (q = 1)
+    # exactly how kosmos_fl.fl.rounds.privacy configures it: 3 clients, every one in every round (q = 1)
     acc = RdpAccountant(
         PrivacyConfig(
             target_delta=delta,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
-from kosmos_fl.fl.round_stats import RoundTimes, client_metrics, latency_split, round_statistics
+from kosmos_fl.fl.rounds.round_stats import RoundTimes, client_metrics, latency_split, round_statistics
 
 
 def _reply(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kosmos_fl.fl.validation import validate_updates
+from kosmos_fl.fl.rounds.validation import validate_updates
 from kosmos_fl.ml.train import (
     get_weights,
     pack_weights,

@@ -10,7 +10,8 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from kosmos_fl.fl import client_app, secure
+from kosmos_fl.fl.apps import client_app
+from kosmos_fl.fl.rounds import secure
 from kosmos_fl.fl.session import NodeSpec
 
 

@@ -1,10 +1,10 @@
-"""Parameters registered with a model (kosmos_fl.fl.model_registry.registered_params)."""
+"""Parameters registered with a model (kosmos_fl.fl.apps.model_registry.registered_params)."""
 
 from __future__ import annotations
 
 import json
 
-from kosmos_fl.fl.model_registry import registered_params
+from kosmos_fl.fl.apps.model_registry import registered_params
 from kosmos_fl.usecases import load_usecase
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from kosmos_fl.cli import app
 from kosmos_fl.errors import DataError
-from kosmos_fl.fl.simulation import plan_data, ray_leftovers
+from kosmos_fl.fl.simulation.engine import plan_data, ray_leftovers
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.usecases import load_usecase
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kosmos_fl.fl.validation import (
+from kosmos_fl.fl.rounds.validation import (
     example_count_problem,
     norm_outliers,
     structural_problem,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kosmos_fl.fl import runtime
+from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.localfed import LocalFederation
 from kosmos_fl.security import certs
 from kosmos_fl.security.clients import ClientRegistry

@@ -18,7 +18,7 @@ from flwr.proto.fleet_pb2 import PullMessagesRequest, PullMessagesResponse
 from flwr.proto.message_pb2 import Message, Metadata
 from flwr.proto.node_pb2 import Node
 
-from kosmos_fl.fl.runtime import free_port
+from kosmos_fl.fl.flower_runtime.runtime import free_port
 from kosmos_fl.security.fleet_proxy import start_fleet_proxy
 
 PULL = "/v1/fleet/pull-messages"

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kosmos_fl.config import load_server_config
-from kosmos_fl.fl.simulation import generate_data, run_simulation
+from kosmos_fl.fl.simulation.engine import generate_data, run_simulation
 from kosmos_fl.fl.tracking import tracking_uri
 
 
@@ -28,7 +28,7 @@ def run_simulate(
     cfg = load_server_config(config)
     work_dir = work_dir.resolve()
     data_path = data.resolve() if data else generate_data(work_dir / "data", snapshots)
-    params = {**cfg.usecase.params, **cfg.usecase.broadcast_params}
+    params = {**cfg.usecase.params, **cfg.usecase.broadcast_params}  # as SessionSpec.from_config
     if data is None and cfg.usecase.name == "BearingUseCase":
         params.setdefault("model", "ffnn")  # generated data: the small feature network
     console.print(
@@ -36,20 +36,14 @@ def run_simulate(
         f"{cfg.strategy.name}, data {data_path}"
     )
     result = run_simulation(
+        config=cfg,
         num_clients=clients,
-        rounds=rounds or cfg.n_federated_train_epoch,
+        rounds=rounds,
         data_path=data_path,
         work_dir=work_dir,
         mlflow_uri=tracking_uri(mlflow_address),
         experiment=cfg.mlflow_experiment_name if config else "simulation",
-        usecase_name=cfg.usecase.name,
         usecase_params=params,
-        strategy_name=cfg.strategy.name,
-        strategy_params=cfg.strategy.params,
-        local_epochs=cfg.training.local_epochs,
-        learning_rate=cfg.training.learning_rate,
-        batch_size=cfg.training.batch_size,
-        seed=cfg.training.seed,
         ray_cpus=cpus,
     )
     table = Table(title=f"simulation {result['session_id']}")

@@ -23,8 +23,8 @@ from kosmos_fl.coordinator.protocol import StartTrain
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.edge.site import EdgeSite, edge_criteria
 from kosmos_fl.errors import KosmosError
-from kosmos_fl.fl import runtime
-from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.fl.flower_runtime import runtime
+from kosmos_fl.fl.session import NODE_FILE, NodeSpec
 from kosmos_fl.logs import bind
 from kosmos_fl.security.policy import client_security
 from kosmos_fl.usecases import usecase_class
@@ -203,7 +203,7 @@ class KosmosClient:
         session_dir = self.work_dir / "sessions" / msg.session_id
         spec = node_spec(self.config, self.base_dir, msg, self.edge)
         flwr_address = self.config.flwr_server_address or msg.flwr_server_address
-        spec_path = spec.write(session_dir / "node.json")
+        spec_path = spec.write(session_dir / NODE_FILE)
         log.info(
             "start_train: session %s as client %d, Flower at %s, MLflow run %s",
             msg.session_id,

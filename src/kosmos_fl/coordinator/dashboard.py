@@ -25,7 +25,7 @@ from kosmos_fl.coordinator.admin_auth import protect
 from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.metrics import FederationMetrics
 from kosmos_fl.coordinator.progress import ProgressFollower, SessionView
-from kosmos_fl.fl import runtime
+from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.dashboard")
@@ -162,45 +162,7 @@ class Dashboard:
         """The document the page renders (``GET /dashboard/api/state``)."""
         self.follower.tick()
         coord, cfg = self.coord, self.coord.config
-        clients = []
-        for c in coord.clients.values():
-            crit = c.criteria or {}
-            clients.append(
-                {
-                    "sid": c.sid,
-                    "name": c.name,
-                    "address": c.address,
-                    "state": c.state,
-                    "criteria_met": crit.get("criteria_are_met") if c.criteria is not None else None,
-                    "reason": c.reason,
-                    "data_summary": crit.get("data_summary"),
-                    "connected_at": c.connected_at,
-                    "last_seen": c.last_seen,
-                }
-            )
-        session: dict[str, Any] | None = None
-        s = coord.session
-        if s is not None:
-            session = {
-                "session_id": s.session_id,
-                "status": s.status,
-                "running": True,
-                "started_at": s.started_at,
-                "mlflow_run_id": s.mlflow_run_id or None,
-                "model_uri": None,
-                "reason": None,
-            }
-        elif coord.sessions_done:
-            d = coord.sessions_done[-1]
-            session = {
-                "session_id": d["session_id"],
-                "status": d["status"],
-                "running": False,
-                "started_at": None,
-                "mlflow_run_id": d.get("mlflow_run_id") or None,
-                "model_uri": d.get("model_uri"),
-                "reason": d.get("reason"),
-            }
+        session = self._session()
         rounds: list[dict[str, Any]] = []
         per_unit: dict[str, float] = {}
         rejected: list[dict[str, Any]] = []
@@ -208,20 +170,7 @@ class Dashboard:
             sid = session["session_id"]
             session["links"] = self._links(session["mlflow_run_id"], session["model_uri"])
             rejected = self.follower.rejected(sid)
-            for row in self.follower.rows(sid):
-                m = row.get("metrics") or {}
-                rounds.append(
-                    {
-                        "round": int(row["round"]),
-                        "metrics": {k: v for k, v in m.items() if "_" not in k},
-                        "train_loss": (row.get("client") or {}).get("train_loss"),
-                        "round_seconds": row.get("round_seconds"),
-                        "bytes_sent": row.get("bytes_sent"),
-                        "bytes_received": row.get("bytes_received"),
-                        "clients_ok": row.get("clients_ok"),
-                        "clients_failed": row.get("clients_failed"),
-                    }
-                )
+            rounds = [_round_row(row) for row in self.follower.rows(sid)]
             if self.follower.rows(sid):
                 last = self.follower.rows(sid)[-1].get("metrics") or {}
                 per_unit = {k.removeprefix("RMSE_"): v for k, v in last.items() if k.startswith("RMSE_")}
@@ -241,7 +190,7 @@ class Dashboard:
                 "experiment": cfg.mlflow_experiment_name,
                 "superlink_alive": coord.superlink is None or coord.superlink.alive(),
             },
-            "clients": clients,
+            "clients": [_client_row(c) for c in coord.clients.values()],
             "waiting": len(coord.waiting),
             "session": session,
             "rounds": rounds,
@@ -253,6 +202,33 @@ class Dashboard:
                 for d in coord.sessions_done[::-1]
             ],
         }
+
+    def _session(self) -> dict[str, Any] | None:
+        """The running session, else the last finished one (None: none yet)."""
+        coord = self.coord
+        s = coord.session
+        if s is not None:
+            return {
+                "session_id": s.session_id,
+                "status": s.status,
+                "running": True,
+                "started_at": s.started_at,
+                "mlflow_run_id": s.mlflow_run_id or None,
+                "model_uri": None,
+                "reason": None,
+            }
+        if coord.sessions_done:
+            d = coord.sessions_done[-1]
+            return {
+                "session_id": d["session_id"],
+                "status": d["status"],
+                "running": False,
+                "started_at": None,
+                "mlflow_run_id": d.get("mlflow_run_id") or None,
+                "model_uri": d.get("model_uri"),
+                "reason": d.get("reason"),
+            }
+        return None
 
     # -- HTTP -----------------------------------------------------------------------------------
     async def page(self, request: web.Request) -> web.StreamResponse:
@@ -323,3 +299,34 @@ def attach(coord: Federation) -> Dashboard:
     coord.app.on_startup.append(dash.on_startup)
     coord.app.on_cleanup.append(dash.on_cleanup)
     return dash
+
+
+def _client_row(c: ClientRecord) -> dict[str, Any]:
+    """One connected client as the page shows it."""
+    crit = c.criteria or {}
+    return {
+        "sid": c.sid,
+        "name": c.name,
+        "address": c.address,
+        "state": c.state,
+        "criteria_met": crit.get("criteria_are_met") if c.criteria is not None else None,
+        "reason": c.reason,
+        "data_summary": crit.get("data_summary"),
+        "connected_at": c.connected_at,
+        "last_seen": c.last_seen,
+    }
+
+
+def _round_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One ``round`` progress event as the page's round table shows it."""
+    m = row.get("metrics") or {}
+    return {
+        "round": int(row["round"]),
+        "metrics": {k: v for k, v in m.items() if "_" not in k},
+        "train_loss": (row.get("client") or {}).get("train_loss"),
+        "round_seconds": row.get("round_seconds"),
+        "bytes_sent": row.get("bytes_sent"),
+        "bytes_received": row.get("bytes_received"),
+        "clients_ok": row.get("clients_ok"),
+        "clients_failed": row.get("clients_failed"),
+    }

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from kosmos_fl.fl.session import PROGRESS_FILE, append_jsonl
+from kosmos_fl.fl.session import RejectedUpdateEvent, SessionFolder
 
 CLIENT_STATES = ("connected", "eligible", "ineligible", "training")
 
@@ -38,9 +38,8 @@ BYTE_BUCKETS = tuple(float(4**i * 1024) for i in range(12))  # 1 KiB .. 4 GiB
 
 def report_rejected_update(out_dir: Path | str, round_: int, client: str | int, reason: str) -> None:
     """Record, from any process, that a client's update was rejected in ``round_`` (and why)."""
-    append_jsonl(
-        Path(out_dir) / PROGRESS_FILE,
-        {"event": "rejected_update", "round": round_, "client": str(client), "reason": reason},
+    SessionFolder(Path(out_dir)).append_progress(
+        RejectedUpdateEvent(round=round_, client=str(client), reason=reason)
     )
 
 

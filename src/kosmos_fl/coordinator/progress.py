@@ -4,7 +4,6 @@ and keeps the last sessions' rounds for the dashboard; ticks come from the loop 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from typing import Any, Protocol
 
 from kosmos_fl.coordinator.metrics import FederationMetrics
 from kosmos_fl.coordinator.sessions import Session
-from kosmos_fl.fl.session import PROGRESS_FILE
+from kosmos_fl.fl.session import ProgressReader, RejectedUpdateEvent, RoundEvent, SessionFolder
 
 log = logging.getLogger("kosmos_fl.dashboard")
 
@@ -34,8 +33,7 @@ class SessionView(Protocol):
 @dataclass
 class _Followed:
     session_id: str
-    path: Path
-    offset: int = 0
+    reader: ProgressReader
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
@@ -53,35 +51,22 @@ class ProgressFollower:
     def _follow(self, session_id: str, out_dir: Path) -> _Followed:
         f = self.sessions.get(session_id)
         if f is None:
-            f = self.sessions[session_id] = _Followed(session_id, out_dir / PROGRESS_FILE)
+            f = self.sessions[session_id] = _Followed(
+                session_id, ProgressReader(SessionFolder(out_dir).progress_file)
+            )
             self.metrics.sessions_started.inc()
             while len(self.sessions) > KEEP_SESSIONS:
                 self.sessions.popitem(last=False)
         return f
 
     def _read(self, f: _Followed) -> None:
-        try:
-            with f.path.open("rb") as fh:
-                fh.seek(f.offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return  # no complete line yet
-        f.offset += end + 1
-        for line in chunk[: end + 1].splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                log.warning("session %s: unreadable progress line skipped", f.session_id)
-                continue
-            if row.get("event") == "round":
-                f.rows.append(row)
-                self.metrics.observe_round(row)
-            elif row.get("event") == "rejected_update":
-                f.rejected.append(row)
-                self.metrics.observe_rejected(row)
+        for event in f.reader.read():
+            if isinstance(event, RoundEvent):
+                f.rows.append(event.row())
+                self.metrics.observe_round(event.row())
+            elif isinstance(event, RejectedUpdateEvent):
+                f.rejected.append(event.row())
+                self.metrics.observe_rejected(event.row())
 
     def tick(self) -> None:
         with self._lock:

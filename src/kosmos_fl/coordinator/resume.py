@@ -3,7 +3,7 @@
 A session is interrupted when its folder holds a ``session.json`` but no final ``result.json``:
 the server crashed or was stopped while it ran. Flower does not resume an in-flight run, so the
 coordinator submits a *new* Flower run with the same session spec; the ServerApp finds the
-session's checkpoint (:mod:`kosmos_fl.fl.checkpoint`) and continues after the last completed round
+session's checkpoint (:mod:`kosmos_fl.fl.rounds.checkpoint`) and continues after the last completed round
 in the same MLflow run.
 """
 
@@ -16,14 +16,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kosmos_fl.fl import checkpoint
-from kosmos_fl.fl.session import RESULT_FILE, SessionSpec
+from kosmos_fl.fl.rounds import checkpoint
+from kosmos_fl.fl.session import SessionFolder, SessionSpec, write_json_atomic
 
 log = logging.getLogger("kosmos_fl.resume")
-
-
-#: ``[{"client_id": 0, "name": "site-a"}, ...]``: who held which client id, to keep ids on resume.
-CLIENTS_FILE = "clients.json"
 
 
 @dataclass(frozen=True)
@@ -37,14 +33,14 @@ class ResumePoint:
 
 
 def write_clients(out_dir: Path, names: list[str | None]) -> None:
-    (out_dir / CLIENTS_FILE).write_text(
-        json.dumps([{"client_id": i, "name": n} for i, n in enumerate(names)]), encoding="utf-8"
+    write_json_atomic(
+        SessionFolder(out_dir).clients_file, [{"client_id": i, "name": n} for i, n in enumerate(names)]
     )
 
 
 def _read_clients(out_dir: Path) -> dict[int, str]:
     try:
-        rows = json.loads((out_dir / CLIENTS_FILE).read_text(encoding="utf-8"))
+        rows = json.loads(SessionFolder(out_dir).clients_file.read_text(encoding="utf-8"))
         return {int(r["client_id"]): str(r["name"]) for r in rows if r.get("name")}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
@@ -57,8 +53,8 @@ def find_interrupted(work_dir: Path) -> list[ResumePoint]:
     if not sessions.is_dir():
         return []
     for folder in sorted(sessions.iterdir(), reverse=True):
-        spec_path = folder / "session.json"
-        if not spec_path.is_file() or (folder / RESULT_FILE).exists():
+        spec_path = SessionFolder(folder).spec_file
+        if not spec_path.is_file() or SessionFolder(folder).result_file.exists():
             continue
         try:
             spec = SessionSpec.read(spec_path)

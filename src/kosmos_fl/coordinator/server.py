@@ -29,7 +29,8 @@ from kosmos_fl.coordinator.guard import GuardedServer, raise_fd_limit
 from kosmos_fl.coordinator.sessions import Session, SessionRunner
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError
-from kosmos_fl.fl import runtime, strategies
+from kosmos_fl.fl import strategies
+from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.security.fleet_proxy import start_fleet_proxy
 from kosmos_fl.security.flower_nodes import NodeKeys

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -26,10 +25,9 @@ from kosmos_fl.coordinator import resume
 from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
-from kosmos_fl.fl import runtime
-from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE
-from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
-from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
+from kosmos_fl.fl.flower_runtime import runtime
+from kosmos_fl.fl.rounds.liveness import mark_dead
+from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum
 from kosmos_fl.fl.tracking import create_session_run, fail_run
 from kosmos_fl.logs import bind_session
 from kosmos_fl.usecases.base import UseCase
@@ -106,10 +104,8 @@ class SessionRunner:
 
     @property
     def min_fit_clients(self) -> int:
-        sa = self.config.secure_aggregation
-        if sa is not None:  # SecAgg+ survives dropouts down to its quorum
-            return max(sa.quorum(self.config.num_clients), self.config.quorum)
-        return self.config.quorum
+        cfg = self.config
+        return decide_quorum(cfg.num_clients, cfg.min_fit_clients, cfg.secure_aggregation)
 
     def flwr_address_for(self, client_host: str) -> str:
         """The SuperLink address a client should dial: the public address if configured, else
@@ -209,36 +205,17 @@ class SessionRunner:
             f"session-{s.session_id}",
             tags,
         )
-        params = {**cfg.usecase.params, **cfg.usecase.broadcast_params}
-        spec = SessionSpec(
+        spec = SessionSpec.from_config(
+            cfg,
             session_id=s.session_id,
             out_dir=str(s.out_dir),
             usecase_name=self.usecase_cls.name,
             usecase_version=self.usecase_cls.version,
-            usecase_params=params,
-            num_clients=cfg.num_clients,
-            min_fit_clients=self.min_fit_clients,
-            num_rounds=cfg.n_federated_train_epoch,
-            strategy_name=cfg.strategy.name,
-            strategy_params=cfg.strategy.params,
-            local_epochs=cfg.training.local_epochs,
-            learning_rate=cfg.training.learning_rate,
-            batch_size=cfg.training.batch_size,
-            seed=cfg.training.seed,
             data_path=str(self._path(cfg.data_path)),
-            test_names=list(cfg.test_bearings),
             mlflow_tracking_uri=self.mlflow_uri,
             mlflow_run_id=s.mlflow_run_id,
             registered_model_name=cfg.registered_model_name or f"kosmos-{self.usecase_cls.name}",
-            round_timeout=cfg.round_timeout,
-            join_timeout=cfg.join_timeout,
-            max_update_norm_ratio=cfg.max_update_norm_ratio,
-            max_update_norm=cfg.max_update_norm,
             coordinator_pid=os.getpid(),
-            secure_aggregation=cfg.secure_aggregation,
-            differential_privacy=cfg.differential_privacy,
-            federated_evaluation=cfg.federated_evaluation,
-            fraction_evaluate=cfg.fraction_evaluate,
         )
         await self._submit_and_announce(s, spec)
 
@@ -246,8 +223,9 @@ class SessionRunner:
         """Continue an interrupted session: same id, folder and MLflow run, a new Flower run."""
         await asyncio.to_thread(resume.reopen_run, self.mlflow_uri, s.mlflow_run_id, point.round)
         # client ids are handed out afresh to the clients present now
-        (s.out_dir / DEAD_FILE).unlink(missing_ok=True)
-        (s.out_dir / INTERRUPTED_FILE).unlink(missing_ok=True)
+        folder = SessionFolder(s.out_dir)
+        folder.dead_clients_file.unlink(missing_ok=True)
+        folder.interrupted_file.unlink(missing_ok=True)
         spec = point.spec.model_copy(update={"coordinator_pid": os.getpid()})
         log.info("resuming session %s after round %d", s.session_id, point.round)
         await self._submit_and_announce(s, spec)
@@ -255,7 +233,7 @@ class SessionRunner:
     async def _submit_and_announce(self, s: Session, spec: SessionSpec) -> None:
         """Write the spec, submit the Flower run and send ``start_train`` to the session's clients."""
         cfg = self.config
-        spec_path = spec.write(s.out_dir / "session.json")
+        spec_path = spec.write(SessionFolder(s.out_dir).spec_file)
         resume.write_clients(
             s.out_dir, [self.pool.clients[sid].name if sid in self.pool.clients else None for sid in s.sids]
         )
@@ -290,12 +268,13 @@ class SessionRunner:
 
     async def _watch_session(self, s: Session) -> None:
         """Wait for the ServerApp's result file; ask Flower now and then in case it died."""
-        result_path = s.out_dir / RESULT_FILE
+        folder = SessionFolder(s.out_dir)
         last_check = time.monotonic()
         while True:
-            if result_path.exists():
-                s.result = json.loads(result_path.read_text(encoding="utf-8"))
-                s.status = str(s.result.get("status", "failed"))
+            result = folder.read_result()
+            if result is not None:
+                s.result = result
+                s.status = str(result.get("status", "failed"))
                 return
             if not self.flower_alive():
                 raise FederationError("the Flower SuperLink died during the session")
@@ -306,7 +285,7 @@ class SessionRunner:
                 )
                 if status.startswith("finished"):
                     await asyncio.sleep(1.0)  # the result file may land right after
-                    if not result_path.exists():
+                    if not folder.result_file.exists():
                         raise FederationError(f"Flower run ended ({status}) without a result")
             await asyncio.sleep(0.3)
 
@@ -345,7 +324,7 @@ class SessionRunner:
                 "model_uri": end.model_uri,
                 "mlflow_run_id": s.mlflow_run_id,
                 "out_dir": str(s.out_dir),
-                "progress": str(s.out_dir / PROGRESS_FILE),
+                "progress": str(SessionFolder(s.out_dir).progress_file),
             }
         )
         self.session = None
@@ -359,7 +338,7 @@ class SessionRunner:
             return
         s.status = "interrupted"
         with contextlib.suppress(OSError):
-            (s.out_dir / INTERRUPTED_FILE).write_text("server stopped\n", encoding="utf-8")
+            SessionFolder(s.out_dir).interrupted_file.write_text("server stopped\n", encoding="utf-8")
         log.warning(
             "session %s interrupted by shutdown; start the server with --resume to continue it", s.session_id
         )

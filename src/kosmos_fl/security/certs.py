@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kosmos_fl.errors import ConfigError
+from kosmos_fl.fl.session import write_atomic
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -43,13 +43,7 @@ class CertPaths:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write secret material readable by the owner only (0600 from the first byte on)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomic(path, data, private=True)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:

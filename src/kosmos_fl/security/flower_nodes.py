@@ -12,7 +12,7 @@ import logging
 import threading
 from pathlib import Path
 
-from kosmos_fl.fl import runtime
+from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.security.clients import ClientEntry
 
 log = logging.getLogger("kosmos_fl.security")

@@ -3,7 +3,7 @@
 Each member is a real python-socketio ``AsyncClient`` over a WebSocket, as ``kosmos-fl client`` uses,
 that connects, sends ``client_criteria`` and waits for ``registered``. Many members share one event
 loop; for more than a few hundred, start several worker processes with
-``python -m kosmos_fl.coordinator.swarm URL COUNT PREFIX START_AT [TIMEOUT]``: the worker prints one JSON line
+``python -m kosmos_fl.testing.swarm URL COUNT PREFIX START_AT [TIMEOUT]``: the worker prints one JSON line
 with its results once every member registered (or failed), keeps the connections open until a line
 arrives on stdin, then disconnects and exits.
 """

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,11 +24,11 @@ from typing import Any
 from flwr.app import Message
 
 from kosmos_fl.errors import FederationError
+from kosmos_fl.fl.session import DEAD_FILE, write_atomic
 
 log = logging.getLogger("kosmos_fl.liveness")
 
 #: ``{"<client id>": "<why it is gone>"}``, written atomically by the coordinator.
-DEAD_FILE = "dead_clients.json"
 #: How often the round loop asks the SuperLink for replies: each poll is one local HTTP call and
 #: one small file read, and every 0.1 s saved here is 0.1 s less orchestration overhead per round.
 POLL_SECONDS = 0.05
@@ -37,13 +36,9 @@ POLL_SECONDS = 0.05
 
 def mark_dead(out_dir: Path, client_id: int, reason: str) -> None:
     """Record (atomically) that session client ``client_id`` is gone and why."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / DEAD_FILE
     dead = read_dead(out_dir)
     dead.setdefault(client_id, reason)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({str(k): v for k, v in dead.items()}), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(out_dir / DEAD_FILE, json.dumps({str(k): v for k, v in dead.items()}))
 
 
 def read_dead(out_dir: Path) -> dict[int, str]:

@@ -1,5 +1,5 @@
-"""The local part of a round, shared by plain rounds (:mod:`kosmos_fl.fl.client_app`) and
-SecAgg+ rounds (:mod:`kosmos_fl.fl.secure`): load this site's data, set the global weights, train.
+"""The local part of a round, shared by plain rounds (:mod:`kosmos_fl.fl.apps.client_app`) and
+SecAgg+ rounds (:mod:`kosmos_fl.fl.rounds.secure`): load this site's data, set the global weights, train.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kosmos_fl.fl import faults
-from kosmos_fl.fl.partition import virtual_client_data
+from kosmos_fl.fl import client_hooks
+from kosmos_fl.fl.rounds.partition import virtual_client_data
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.ml.train import seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import load_usecase
@@ -37,7 +37,7 @@ def train_locally(
         data = usecase.client_dataset(Path(spec.data_path), spec.selection)
     model = usecase.build_model()
     set_weights(model, weights())
-    faults.before_training()  # test-only hook, inactive unless KOSMOS_FL_FAULT is set
+    client_hooks.before_training()  # no-op unless KOSMOS_FL_CLIENT_HOOKS names a hook module
     loss = train_epochs(
         model,
         data.x,

@@ -18,6 +18,7 @@ executor; the SuperNode runs with ``--isolation process`` so that it does not st
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -29,6 +30,13 @@ from typing import Any
 TEMPLATE_FLAG = "--template"
 #: How often the SuperExec asks its SuperNode for new tasks (Flower's default is 1 s).
 TASK_POLL_INTERVAL = "0.05"
+#: In a ClientApp process forked by the warm template: the wall-clock time of the fork, for the
+#: latency split. An environment variable, because the template runs as ``__main__`` (a
+#: module-level value would not be shared).
+FORKED_AT_ENV = "KOSMOS_FL_FORKED_AT"
+#: What the template preloads: the apps of the Flower app (FAB). Named, not imported, because the
+#: apps sit above this runtime (kosmos_fl.fl.apps imports kosmos_fl.fl.flower_runtime).
+PRELOADED_APPS = ("kosmos_fl.fl.apps.server_app", "kosmos_fl.fl.apps.client_app")
 
 
 class WarmExecutor:
@@ -44,7 +52,8 @@ class WarmExecutor:
 
     def _spawn(self) -> None:
         self._template = subprocess.Popen(
-            [sys.executable, "-m", "kosmos_fl.fl.warm_exec", TEMPLATE_FLAG], stdin=subprocess.PIPE
+            [sys.executable, "-m", "kosmos_fl.fl.flower_runtime.warm_exec", TEMPLATE_FLAG],
+            stdin=subprocess.PIPE,
         )
 
     def get_eligible_capacity(
@@ -129,11 +138,11 @@ def _template() -> None:
     import flwr.supernode.runtime.run_clientapp  # noqa: F401
     import torch
 
-    import kosmos_fl.fl.server_app  # noqa: F401  (the app's FAB module imports both apps)
-    from kosmos_fl.fl.client_app import FORKED_AT_ENV
-    from kosmos_fl.fl.object_pulls import use_fast_object_pulls
+    from kosmos_fl.fl.flower_runtime.object_pulls import use_fast_object_pulls
     from kosmos_fl.usecases import available_usecases
 
+    for module in PRELOADED_APPS:  # the app's FAB module imports both apps
+        importlib.import_module(module)
     _preimport_http_client()
     use_fast_object_pulls()
 
@@ -179,7 +188,8 @@ def _run_task(task: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m kosmos_fl.fl.warm_exec --runtime-api-address HOST:PORT [--parent-pid PID]``."""
+    """``python -m kosmos_fl.fl.flower_runtime.warm_exec --runtime-api-address HOST:PORT
+    [--parent-pid PID]``."""
     argv = sys.argv[1:] if argv is None else argv
     if TEMPLATE_FLAG in argv:
         _template()

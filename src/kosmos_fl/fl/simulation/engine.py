@@ -1,8 +1,8 @@
 """``kosmos-fl simulate``: the session's ServerApp and ClientApp on Flower's simulation engine.
 
 For strategy research before a roll-out: N virtual clients (Ray actors, Flower extra
-``flwr[simulation]``) run exactly the production apps (:mod:`kosmos_fl.fl.server_app`,
-:mod:`kosmos_fl.fl.client_app`) in one process tree, with central evaluation, MLflow logging and
+``flwr[simulation]``) run exactly the production apps (:mod:`kosmos_fl.fl.apps.server_app`,
+:mod:`kosmos_fl.fl.apps.client_app`) in one process tree, with central evaluation, MLflow logging and
 the model registry as in a real session. The training units of a real or generated data set are
 pooled and partitioned sample-wise (every N-th sample) across the virtual clients; the use case's
 held-out units stay with the server.
@@ -12,7 +12,7 @@ virtual node which spec file is its own (Flower gives simulated nodes ``partitio
 ``num-partitions`` as node config, nothing else).
 
 Scale: a Ray worker serves many virtual clients in turn, so it loads the pooled data once and each
-client slices its partition (:mod:`kosmos_fl.fl.partition`); and Flower's message extractor is
+client slices its partition (:mod:`kosmos_fl.fl.rounds.partition`); and Flower's message extractor is
 replaced for the run by one that does not scan every stored message for every node every 0.1 s
 (:func:`fast_dispatch`). Measured figures: ``bench/bench_simulation.py`` and bench/README.md.
 """
@@ -24,7 +24,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,15 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from kosmos_fl.errors import DataError, FederationError, KosmosError
-from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, NodeSpec, SessionSpec
+from kosmos_fl.fl.session import (
+    NodeSpec,
+    SessionFolder,
+    SessionSettings,
+    SessionSpec,
+    decide_quorum,
+    read_progress,
+)
+from kosmos_fl.fl.simulation.fast_dispatch import fast_dispatch
 
 log = logging.getLogger("kosmos_fl.simulation")
 
@@ -47,7 +54,7 @@ clientapp = ClientApp()
 
 @serverapp.main()
 def _server_main(grid: Grid, context: Context) -> None:
-    from kosmos_fl.fl import server_app
+    from kosmos_fl.fl.apps import server_app
 
     run_config = {**context.run_config, "session-file": os.environ[SESSION_ENV]}
     ctx = Context(context.run_id, context.node_id, context.node_config, context.state, run_config)
@@ -56,7 +63,7 @@ def _server_main(grid: Grid, context: Context) -> None:
 
 @clientapp.train()
 def _client_train(msg: Message, context: Context) -> Message:
-    from kosmos_fl.fl import client_app
+    from kosmos_fl.fl.apps import client_app
 
     pid = int(context.node_config["partition-id"])
     node_config = {
@@ -114,55 +121,6 @@ def _shutdown_ray(grace: float = 10.0) -> None:
     psutil.wait_procs(alive, timeout=grace)
 
 
-def _dispatch_waiting(state: Any, queue: Any, nodes_mapping: dict[int, int], f_stop: Any) -> None:
-    """Flower's message extractor (``vce_api.add_messages_to_queue``) with the same behaviour,
-    except that it asks the link state only for nodes that have an undelivered message.
-
-    Flower's own one asks for every virtual node every 0.1 s, and each ask scans every stored
-    message: with 1,000 nodes that is a million message checks per sweep, all round long, holding
-    the driver's GIL (seen with py-spy as the busiest thread of a 1,000-client round). Here one
-    sweep is one scan of the stored messages plus Flower's own ``get_message_ins`` (with its
-    expiry checks and delivery marking) for each node that has something waiting."""
-    store, lock = state.message_ins_store, state.lock
-    while not f_stop.is_set():
-        with lock:
-            waiting = {m.metadata.dst_node_id for m in store.values() if m.metadata.delivered_at == ""}
-        for node_id in nodes_mapping:
-            if node_id in waiting:
-                for msg in state.get_message_ins(node_id=node_id, limit=1):
-                    queue.put(msg)
-        f_stop.wait(0.1)
-
-
-@contextlib.contextmanager
-def fast_dispatch() -> Iterator[bool]:
-    """Use :func:`_dispatch_waiting` in Flower's simulation engine while the block runs; yields
-    whether it is in use. Only for the Flower version it was written against (its in-memory link
-    state's ``message_ins_store`` and ``lock``); any other version runs Flower's own extractor."""
-    from importlib.metadata import version
-
-    from flwr.server.superlink.fleet.vce import vce_api
-    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
-
-    original = vce_api.add_messages_to_queue
-    if not version("flwr").startswith("1.42.") or not hasattr(InMemoryLinkState, "get_message_ins"):
-        log.info("Flower %s: simulation uses Flower's own message extractor", version("flwr"))
-        yield False
-        return
-
-    def extractor(state: Any, queue: Any, nodes_mapping: dict[int, int], f_stop: Any) -> None:
-        if isinstance(state, InMemoryLinkState) and hasattr(state, "message_ins_store"):
-            _dispatch_waiting(state, queue, nodes_mapping, f_stop)
-        else:
-            original(state, queue, nodes_mapping, f_stop)
-
-    vce_api.add_messages_to_queue = extractor
-    try:
-        yield True
-    finally:
-        vce_api.add_messages_to_queue = original
-
-
 @dataclass(frozen=True)
 class SimulationPlan:
     """Where the data is and how it is split."""
@@ -215,45 +173,39 @@ def generate_data(out: Path, snapshots: int, seed: int = 7) -> Path:
 
 def run_simulation(
     *,
+    config: SessionSettings,
     num_clients: int,
-    rounds: int,
     data_path: Path,
     work_dir: Path,
     mlflow_uri: str,
     experiment: str = "simulation",
-    usecase_name: str = "BearingUseCase",
+    rounds: int | None = None,
     usecase_params: dict[str, Any] | None = None,
-    strategy_name: str = "FedAvg",
-    strategy_params: dict[str, Any] | None = None,
-    local_epochs: int = 1,
-    learning_rate: float = 1e-3,
-    batch_size: int = 32,
-    seed: int = 42,
     client_cpus: float = 1.0,
     ray_cpus: int | None = None,
     round_timeout: float = 3600.0,
 ) -> dict[str, Any]:
-    """Run one simulated session; returns the ServerApp's result plus per-round progress."""
-    try:
-        import ray  # noqa: F401  -- fail early, with the fix, when the extra is missing
-        from flwr.simulation import run_simulation as flwr_run_simulation
-    except ImportError:
-        raise FederationError(
-            "Flower's simulation engine (Ray) is not installed; "
-            "install the extra: pip install 'kosmos-fl[simulation]'"
-        ) from None
+    """Run one simulated session of ``config`` (a server config's session settings, as a real
+    session would take them) with ``num_clients`` virtual clients; ``rounds`` and
+    ``usecase_params`` override the config's. Returns the ServerApp's result plus per-round
+    progress."""
+    flwr_run_simulation = _require_engine()
     from kosmos_fl.fl.tracking import create_session_run
     from kosmos_fl.usecases import load_usecase
 
     if num_clients < 1:
         raise KosmosError("--clients must be at least 1")
-    params = dict(usecase_params or {})
+    params = (
+        dict(usecase_params)
+        if usecase_params is not None
+        else {**config.usecase.params, **config.usecase.broadcast_params}
+    )
+    usecase_name = config.usecase.name
     usecase = load_usecase(usecase_name, params)
     plan = plan_data(usecase, data_path, num_clients)
     session_id = time.strftime("sim-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     out_dir = (work_dir / "sessions" / session_id).resolve()
-    nodes_dir = out_dir / "nodes"
-    version = usecase.version
+    folder = SessionFolder(out_dir)
     run_id = create_session_run(
         mlflow_uri,
         experiment,
@@ -264,21 +216,18 @@ def run_simulation(
             "kosmos.virtual_clients": str(num_clients),
         },
     )
-    spec = SessionSpec(
+    rounds = rounds or config.n_federated_train_epoch
+    spec = SessionSpec.from_config(
+        config,
         session_id=session_id,
         out_dir=str(out_dir),
         usecase_name=usecase_name,
-        usecase_version=version,
+        usecase_version=usecase.version,
         usecase_params=params,
         num_clients=num_clients,
-        min_fit_clients=num_clients,
+        # virtual clients never drop out, so a round waits for all of them
+        min_fit_clients=decide_quorum(num_clients, min_fit_clients=num_clients),
         num_rounds=rounds,
-        strategy_name=strategy_name,
-        strategy_params=dict(strategy_params or {}),
-        local_epochs=local_epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
         data_path=str(plan.data_path.resolve()),
         test_names=plan.test_units,
         mlflow_tracking_uri=mlflow_uri,
@@ -287,25 +236,7 @@ def run_simulation(
         round_timeout=round_timeout,
         join_timeout=600.0,
     )
-    spec_path = spec.write(out_dir / "session.json")
-    for i in range(num_clients):
-        NodeSpec(
-            session_id=session_id,
-            client_id=i,
-            usecase_name=usecase_name,
-            usecase_version=version,
-            usecase_params=params,
-            data_path=str(plan.data_path.resolve()),
-            selection=plan.train_units,
-            torch_threads=1,
-            partition=(i, num_clients),
-        ).write(nodes_dir / f"node-{i}.json")
-    os.environ[SESSION_ENV] = str(spec_path)
-    os.environ[NODES_ENV] = str(nodes_dir)
-    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
-    if ray_cpus:
-        init_args["num_cpus"] = ray_cpus
-    backend_config = {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}, "init_args": init_args}
+    spec_path = _write_specs(spec, folder, plan)
     log.info(
         "simulation %s: %d virtual clients, %d rounds, %d samples",
         session_id,
@@ -314,6 +245,43 @@ def run_simulation(
         plan.samples,
     )
     t0 = time.monotonic()
+    _run_engine(flwr_run_simulation, spec_path, folder.nodes_dir, num_clients, client_cpus, ray_cpus)
+    return _collect(folder, run_id, time.monotonic() - t0, plan.samples)
+
+
+def _write_specs(spec: SessionSpec, folder: SessionFolder, plan: SimulationPlan) -> Path:
+    """The session spec and one node spec per virtual client (its partition of the pooled data)."""
+    spec_path = spec.write(folder.spec_file)
+    for i in range(spec.num_clients):
+        NodeSpec(
+            session_id=spec.session_id,
+            client_id=i,
+            usecase_name=spec.usecase_name,
+            usecase_version=spec.usecase_version,
+            usecase_params=spec.usecase_params,
+            data_path=str(plan.data_path.resolve()),
+            selection=plan.train_units,
+            torch_threads=1,
+            partition=(i, spec.num_clients),
+        ).write(folder.nodes_dir / f"node-{i}.json")
+    return spec_path
+
+
+def _run_engine(
+    flwr_run_simulation: Any,
+    spec_path: Path,
+    nodes_dir: Path,
+    num_clients: int,
+    client_cpus: float,
+    ray_cpus: int | None,
+) -> None:
+    """Run the apps on Flower's simulation engine (Ray), with the faster dispatch."""
+    os.environ[SESSION_ENV] = str(spec_path)
+    os.environ[NODES_ENV] = str(nodes_dir)
+    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
+    if ray_cpus:
+        init_args["num_cpus"] = ray_cpus
+    backend_config = {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}, "init_args": init_args}
     try:
         _start_ray(init_args)
         with fast_dispatch():
@@ -325,25 +293,36 @@ def run_simulation(
             )
     finally:
         _shutdown_ray()
-    seconds = time.monotonic() - t0
-    result_path = out_dir / RESULT_FILE
-    if not result_path.exists():
-        raise FederationError(f"the simulation ended without a result; see the log above ({out_dir})")
-    import json
 
-    from kosmos_fl.fl.session import read_progress
 
-    result = json.loads(result_path.read_text(encoding="utf-8"))
+def _require_engine() -> Any:
+    """Flower's ``run_simulation``; fails early, with the fix, when the extra is missing."""
+    try:
+        import ray  # noqa: F401
+        from flwr.simulation import run_simulation as flwr_run_simulation
+    except ImportError:
+        raise FederationError(
+            "Flower's simulation engine (Ray) is not installed; "
+            "install the extra: pip install 'kosmos-fl[simulation]'"
+        ) from None
+    return flwr_run_simulation
+
+
+def _collect(folder: SessionFolder, run_id: str, seconds: float, samples: int) -> dict[str, Any]:
+    """The ServerApp's result plus the simulation's figures and per-round progress."""
+    result = folder.read_result()
+    if result is None:
+        raise FederationError(f"the simulation ended without a result; see the log above ({folder.path})")
     if result.get("status") != "completed":
         raise FederationError(f"the simulated session failed: {result.get('reason')}")
     result.update(
         {
-            "session_id": session_id,
+            "session_id": folder.path.name,
             "mlflow_run_id": run_id,
-            "out_dir": str(out_dir),
+            "out_dir": str(folder.path),
             "seconds": seconds,
-            "samples": plan.samples,
-            "rounds": read_progress(out_dir / PROGRESS_FILE),
+            "samples": samples,
+            "rounds": read_progress(folder.progress_file),
         }
     )
     return result

@@ -1,4 +1,4 @@
-"""Apply :mod:`kosmos_fl.fl.validation` to a round's Flower replies (the ServerApp's gate)."""
+"""Apply :mod:`kosmos_fl.fl.rounds.validation` to a round's Flower replies (the ServerApp's gate)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Message
 
-from kosmos_fl.fl.liveness import reply_client_id
-from kosmos_fl.fl.validation import Rejection, validate_updates
+from kosmos_fl.fl.rounds.liveness import reply_client_id
+from kosmos_fl.fl.rounds.validation import Rejection, validate_updates
 
 log = logging.getLogger("kosmos_fl.screening")
 

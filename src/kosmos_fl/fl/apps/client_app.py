@@ -13,23 +13,20 @@ import time
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from kosmos_fl.fl import faults, federated_eval, secure
-from kosmos_fl.fl.local_training import train_locally
+from kosmos_fl.fl import client_hooks
+from kosmos_fl.fl.flower_runtime.warm_exec import FORKED_AT_ENV
+from kosmos_fl.fl.rounds import federated_eval, secure
+from kosmos_fl.fl.rounds.local_training import train_locally
 from kosmos_fl.fl.session import NodeSpec
 from kosmos_fl.ml.train import get_weights, pack_weights
 
 app = ClientApp()
 
-#: In a ClientApp process forked by the warm template (:mod:`kosmos_fl.fl.warm_exec`): the
-#: wall-clock time of the fork, for the latency split. An environment variable, because the
-#: template runs as ``__main__`` (a module-level value would not be shared).
-FORKED_AT_ENV = "KOSMOS_FL_FORKED_AT"
-
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model for the configured local epochs; reply with new weights."""
-    if secure.is_secagg_message(msg):  # a SecAgg+ round stage: fl/secure.py
+    if secure.is_secagg_message(msg):  # a SecAgg+ round stage: fl/rounds/secure.py
         return secure.secagg_clientapp(msg, context)
     t0 = time.monotonic()
     started_at = time.time()
@@ -54,7 +51,7 @@ def train(msg: Message, context: Context) -> Message:
             **({"forked-at": float(os.environ[FORKED_AT_ENV])} if FORKED_AT_ENV in os.environ else {}),
         }
     )
-    weights = faults.corrupt(pack_weights(get_weights(model)))  # test-only hook: kosmos_fl.fl.faults
+    weights = client_hooks.on_reply(pack_weights(get_weights(model)))  # no-op without hooks
     content = RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics})
     return Message(content=content, reply_to=msg)
 

@@ -19,7 +19,6 @@ Flower type ``train``; the KOSMoS ClientApp hands those that carry the SecAgg+ r
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -29,19 +28,15 @@ from flwr.app.message_type import MessageType
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.clientapp.typing import ClientAppCallable
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.server.workflow import SecAggPlusWorkflow
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl.local_training import train_locally
+from kosmos_fl.fl import client_hooks
+from kosmos_fl.fl.rounds.local_training import train_locally
 from kosmos_fl.fl.session import NodeSpec, SessionSpec
 
 log = logging.getLogger("kosmos_fl.secure")
-
-#: Test-only fault injection: ``ROUND:STAGE`` (e.g. ``2:collect_masked_vectors``) makes this
-#: client's ClientApp fail in that SecAgg+ stage of that round, i.e. drop out mid-round.
-DROPOUT_ENV = "KOSMOS_TEST_SECAGG_DROPOUT"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -53,7 +48,7 @@ def is_secagg_message(msg: Message) -> bool:
 
 
 class _UpdateClient(NumPyClient):
-    """Local training as in :func:`kosmos_fl.fl.client_app.train`, returning the update."""
+    """Local training as in :func:`kosmos_fl.fl.apps.client_app.train`, returning the update."""
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -77,20 +72,8 @@ def _client_fn(context: Context) -> Any:
     return _UpdateClient(context).to_client()
 
 
-def _dropout_hook(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Test-only: fail in the stage named by :data:`DROPOUT_ENV` (a client lost mid-round)."""
-    wanted = os.environ.get(DROPOUT_ENV)
-    if wanted and is_secagg_message(msg):
-        rnd, _, stage = wanted.partition(":")
-        current = msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE)
-        if msg.metadata.group_id == rnd and current == stage:
-            log.warning("test hook %s: dropping out in round %s, stage %s", DROPOUT_ENV, rnd, stage)
-            raise RuntimeError(f"{DROPOUT_ENV}: this client drops out in round {rnd}, stage {stage}")
-    return call_next(msg, context)
-
-
 #: The SecAgg+ client: Flower's mod masks the update that :class:`_UpdateClient` computes.
-secagg_clientapp = ClientApp(client_fn=_client_fn, mods=[_dropout_hook, secaggplus_mod])
+secagg_clientapp = ClientApp(client_fn=_client_fn, mods=[client_hooks.mod, secaggplus_mod])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
-from kosmos_fl.fl.liveness import send_and_collect
+from kosmos_fl.fl.rounds.liveness import send_and_collect
 from kosmos_fl.fl.session import NodeSpec, SessionSpec
 from kosmos_fl.ml.metrics import mae, rmse
 
@@ -63,7 +63,7 @@ def evaluate_on_clients(
 
 def client_evaluate(msg: Message, context: Context) -> Message:
     """The ClientApp side: the global model's RMSE and MAE on this site's own training data."""
-    from kosmos_fl.fl.partition import virtual_client_data
+    from kosmos_fl.fl.rounds.partition import virtual_client_data
     from kosmos_fl.ml.train import predict, set_weights
     from kosmos_fl.usecases import load_usecase
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from kosmos_fl.errors import FederationError
 
-APP_DIR = Path(__file__).parent / "app"
+#: The Flower app (FAB) submitted for each session (kosmos_fl/fl/apps/fab, shipped as package data).
+APP_DIR = Path(__file__).parents[1] / "apps" / "fab"
 CONNECTION = "kosmos"
 
 
@@ -214,8 +215,9 @@ def start_supernode(
 ) -> ManagedProcess:
     """Start a SuperNode that connects to ``superlink`` and runs our ClientApp for each message.
 
-    ``warm`` (default) pairs it with :mod:`kosmos_fl.fl.warm_exec`, whose ClientApp processes start
-    with torch and the use case already imported; otherwise Flower's own SuperExec cold-starts one.
+    ``warm`` (default) pairs it with :mod:`kosmos_fl.fl.flower_runtime.warm_exec`, whose ClientApp
+    processes start with torch and the use case already imported; otherwise Flower's own SuperExec
+    cold-starts one.
     """
     cfg = " ".join(f"{k}={json.dumps(v)}" for k, v in node_config.items())
     port = free_port()
@@ -239,7 +241,7 @@ def start_supernode(
     env = flower_env(flwr_home)
     node = ManagedProcess.start("SuperNode", args, env, log_path)
     if warm:
-        exec_args = [sys.executable, "-m", "kosmos_fl.fl.warm_exec", "--runtime-api-address",
+        exec_args = [sys.executable, "-m", "kosmos_fl.fl.flower_runtime.warm_exec", "--runtime-api-address",
                      f"127.0.0.1:{port}", "--parent-pid", str(node.proc.pid)]  # fmt: skip
         node.companions.append(ManagedProcess.start("SuperExec", exec_args, env, log_path))
     return node

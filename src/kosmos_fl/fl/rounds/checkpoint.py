@@ -17,21 +17,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-log = logging.getLogger("kosmos_fl.checkpoint")
+from kosmos_fl.fl.session import CHECKPOINT_FILE, write_atomic
 
-CHECKPOINT_FILE = "checkpoint.json"
-#: Written by the coordinator when it stops mid-session: the ServerApp then exits without failing
-#: the session, which stays resumable.
-INTERRUPTED_FILE = "interrupted"
+log = logging.getLogger("kosmos_fl.checkpoint")
 
 
 class Checkpoint(BaseModel):
@@ -53,15 +48,6 @@ class Checkpoint(BaseModel):
     elapsed_seconds: float = 0.0
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode) as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save(
     out_dir: Path,
     ckpt: Checkpoint,
@@ -71,7 +57,7 @@ def save(
     """Write weights, strategy and ``checkpoint.json`` for ``ckpt.round``; drop older rounds' files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_name = f"checkpoint-r{ckpt.round}.npz"
-    _write_atomic(out_dir / weights_name, lambda fh: np.savez(fh, *weights))
+    write_atomic(out_dir / weights_name, lambda fh: np.savez(fh, *weights))
     strategy_name = None
     if strategy is not None:
         try:
@@ -80,9 +66,9 @@ def save(
             log.warning("strategy %s cannot be checkpointed (%s)", type(strategy).__name__, exc)
         else:
             strategy_name = f"strategy-r{ckpt.round}.pkl"
-            _write_atomic(out_dir / strategy_name, lambda fh: fh.write(blob))
+            write_atomic(out_dir / strategy_name, blob)
     ckpt = ckpt.model_copy(update={"weights_file": weights_name, "strategy_file": strategy_name})
-    _write_atomic(out_dir / CHECKPOINT_FILE, lambda fh: fh.write(ckpt.model_dump_json(indent=2)), "w")
+    write_atomic(out_dir / CHECKPOINT_FILE, ckpt.model_dump_json(indent=2))
     keep = {weights_name, strategy_name}
     for old in [*out_dir.glob("checkpoint-r*.npz"), *out_dir.glob("strategy-r*.pkl")]:
         if old.name not in keep:
@@ -94,7 +80,7 @@ def save(
 def mark_logged(out_dir: Path, ckpt: Checkpoint) -> Checkpoint:
     """Record that ``ckpt``'s metrics are in MLflow."""
     ckpt = ckpt.model_copy(update={"metrics_logged": True})
-    _write_atomic(out_dir / CHECKPOINT_FILE, lambda fh: fh.write(ckpt.model_dump_json(indent=2)), "w")
+    write_atomic(out_dir / CHECKPOINT_FILE, ckpt.model_dump_json(indent=2))
     return ckpt
 
 

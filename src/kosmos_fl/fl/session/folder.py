@@ -1,0 +1,116 @@
+"""Every file of a session's folder, and the one atomic write (see :mod:`kosmos_fl.fl.session`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from kosmos_fl.fl.session.progress import ProgressEvent, append_jsonl
+
+SESSION_FILE = "session.json"
+NODE_FILE = "node.json"
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.jsonl"
+CHECKPOINT_FILE = "checkpoint.json"
+#: Written by the coordinator when it stops mid-session: the ServerApp then exits without failing
+#: the session, which stays resumable.
+INTERRUPTED_FILE = "interrupted"
+#: Written by the coordinator when a session client's control connection drops.
+DEAD_FILE = "dead_clients.json"
+#: ``[{"client_id": 0, "name": "site-a"}, ...]``: who held which client id, to keep ids on resume.
+CLIENTS_FILE = "clients.json"
+MODEL_SUMMARY_FILE = "model_summary.txt"
+
+
+def write_atomic(
+    path: Path, data: str | bytes | Callable[[IO[bytes]], None], *, private: bool = False
+) -> Path:
+    """Write ``path`` so that a reader (another process, or a resume after a crash) sees either
+    the old file or the whole new one: a temporary file, flushed to disk, then renamed.
+
+    ``data`` is text (UTF-8), bytes or a function that writes into the binary file. ``private``
+    makes the file readable by its owner only from the first byte on (keys, credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+    with os.fdopen(fd, "wb") as fh:
+        if callable(data):
+            data(fh)
+        else:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if private:
+        os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """:func:`write_atomic` of a small JSON document."""
+    return write_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+@dataclass(frozen=True)
+class SessionFolder:
+    """Every path of one session's folder (``<work_dir>/sessions/<session id>``)."""
+
+    path: Path
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / SESSION_FILE
+
+    @property
+    def progress_file(self) -> Path:
+        return self.path / PROGRESS_FILE
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / RESULT_FILE
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def interrupted_file(self) -> Path:
+        return self.path / INTERRUPTED_FILE
+
+    @property
+    def dead_clients_file(self) -> Path:
+        return self.path / DEAD_FILE
+
+    @property
+    def clients_file(self) -> Path:
+        return self.path / CLIENTS_FILE
+
+    @property
+    def model_summary_file(self) -> Path:
+        return self.path / MODEL_SUMMARY_FILE
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def nodes_dir(self) -> Path:
+        """A simulation's node specs (``node-<i>.json``)."""
+        return self.path / "nodes"
+
+    def append_progress(self, event: ProgressEvent) -> None:
+        append_jsonl(self.progress_file, event.row())
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        write_json_atomic(self.result_file, result)
+
+    def read_result(self) -> dict[str, Any] | None:
+        """The ServerApp's result document (None: the session has not ended)."""
+        if not self.result_file.exists():
+            return None
+        result: dict[str, Any] = json.loads(self.result_file.read_text(encoding="utf-8"))
+        return result

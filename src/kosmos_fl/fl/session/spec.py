@@ -1,0 +1,193 @@
+"""The session spec (server side) and node spec (client side), made from the server config, and
+the quorum of a session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kosmos_fl.fl.privacy_config import DifferentialPrivacyConfig, SecureAggregationConfig
+from kosmos_fl.fl.session.folder import write_atomic
+
+
+def decide_quorum(
+    num_clients: int, min_fit_clients: int | None, secure_aggregation: SecureAggregationConfig | None = None
+) -> int:
+    """The accepted updates a round needs: ``min_fit_clients`` if set, else all but one with 3+
+    clients (all with fewer); SecAgg+ needs at least its own quorum to unmask the sum."""
+    quorum = min_fit_clients
+    if quorum is None:
+        quorum = num_clients - 1 if num_clients >= 3 else num_clients
+    if secure_aggregation is not None:  # SecAgg+ survives dropouts down to its quorum
+        quorum = max(secure_aggregation.quorum(num_clients), quorum)
+    return quorum
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def write(self, path: Path) -> Path:
+        """Write atomically, so a reader never sees half a file."""
+        return write_atomic(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def read(cls, path: Path | str) -> Any:
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+class SessionSpec(_Spec):
+    """Server side of one session."""
+
+    session_id: str
+    out_dir: str
+    usecase_name: str
+    usecase_version: str
+    usecase_params: dict[str, Any]
+    num_clients: int
+    min_fit_clients: int
+    num_rounds: int
+    strategy_name: str
+    strategy_params: dict[str, Any] = Field(default_factory=dict)
+    local_epochs: int
+    learning_rate: float
+    batch_size: int
+    seed: int
+    data_path: str
+    test_names: list[str]
+    mlflow_tracking_uri: str
+    mlflow_run_id: str
+    registered_model_name: str
+    round_timeout: float
+    join_timeout: float
+    #: Update validation (see kosmos_fl.fl.rounds.validation); None switches a check off.
+    max_update_norm_ratio: float | None = 10.0
+    max_update_norm: float | None = None
+    #: The coordinator process; the ServerApp exits quietly when it is gone (resume picks up).
+    coordinator_pid: int | None = None
+    #: SecAgg+ settings (None: plain FedAvg messages, the server sees each update).
+    secure_aggregation: SecureAggregationConfig | None = None
+    #: Central differential privacy settings (None: off).
+    differential_privacy: DifferentialPrivacyConfig | None = None
+    #: Federated evaluation on the clients' own data after each round (fl/rounds/federated_eval.py).
+    federated_evaluation: bool = False
+    fraction_evaluate: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: SessionSettings, **session: Any) -> SessionSpec:
+        """The session settings of a server config, plus the per-session fields in ``session``
+        (ids, folder, data path, MLflow run), which may also override a setting (a simulation's
+        client count, rounds and quorum). The quorum is :func:`decide_quorum` unless overridden."""
+        num_clients = session.get("num_clients", cfg.num_clients)
+        settings: dict[str, Any] = {
+            "usecase_params": {**cfg.usecase.params, **cfg.usecase.broadcast_params},
+            "num_clients": num_clients,
+            "min_fit_clients": decide_quorum(num_clients, cfg.min_fit_clients, cfg.secure_aggregation),
+            "num_rounds": cfg.n_federated_train_epoch,
+            "strategy_name": cfg.strategy.name,
+            "strategy_params": cfg.strategy.params,
+            "local_epochs": cfg.training.local_epochs,
+            "learning_rate": cfg.training.learning_rate,
+            "batch_size": cfg.training.batch_size,
+            "seed": cfg.training.seed,
+            "test_names": list(cfg.test_bearings),
+            "round_timeout": cfg.round_timeout,
+            "join_timeout": cfg.join_timeout,
+            "max_update_norm_ratio": cfg.max_update_norm_ratio,
+            "max_update_norm": cfg.max_update_norm,
+            "secure_aggregation": cfg.secure_aggregation,
+            "differential_privacy": cfg.differential_privacy,
+            "federated_evaluation": cfg.federated_evaluation,
+            "fraction_evaluate": cfg.fraction_evaluate,
+        }
+        if cfg.registered_model_name:
+            settings["registered_model_name"] = cfg.registered_model_name
+        return cls(**{**settings, **session})
+
+
+class NodeSpec(_Spec):
+    """Client side of one session, given to the client's SuperNode."""
+
+    session_id: str
+    client_id: int
+    usecase_name: str
+    usecase_version: str
+    usecase_params: dict[str, Any]
+    data_path: str
+    selection: list[str] | None
+    torch_threads: int | None = None
+    #: This site refuses to send an unmasked update (client config ``require_secure_aggregation``).
+    require_secure_aggregation: bool = False
+    #: This site's overrides of the server's local epochs and learning rate (client config
+    #: ``local_epochs`` / ``learning_rate``, 2021: ``num_client_train_epochs``); None: the server's.
+    local_epochs: int | None = None
+    learning_rate: float | None = None
+    #: ``[index, count]``: train on every count-th sample from index (virtual clients of
+    #: ``kosmos-fl simulate`` share one data set); None: all of the selection.
+    partition: tuple[int, int] | None = None
+
+
+class _StrategySettings(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+
+class _TrainingSettings(Protocol):
+    @property
+    def local_epochs(self) -> int: ...
+    @property
+    def learning_rate(self) -> float: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+
+
+class _UseCaseSettings(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def params(self) -> dict[str, Any]: ...
+    @property
+    def broadcast_params(self) -> dict[str, Any]: ...
+
+
+class SessionSettings(Protocol):
+    """What a session takes from the server config (``kosmos_fl.config.ServerConfig``, which sits
+    above this package and so is named by its shape)."""
+
+    @property
+    def num_clients(self) -> int: ...
+    @property
+    def min_fit_clients(self) -> int | None: ...
+    @property
+    def n_federated_train_epoch(self) -> int: ...
+    @property
+    def strategy(self) -> _StrategySettings: ...
+    @property
+    def training(self) -> _TrainingSettings: ...
+    @property
+    def usecase(self) -> _UseCaseSettings: ...
+    @property
+    def test_bearings(self) -> tuple[str, ...]: ...
+    @property
+    def registered_model_name(self) -> str | None: ...
+    @property
+    def round_timeout(self) -> float: ...
+    @property
+    def join_timeout(self) -> float: ...
+    @property
+    def max_update_norm_ratio(self) -> float | None: ...
+    @property
+    def max_update_norm(self) -> float | None: ...
+    @property
+    def secure_aggregation(self) -> SecureAggregationConfig | None: ...
+    @property
+    def differential_privacy(self) -> DifferentialPrivacyConfig | None: ...
+    @property
+    def federated_evaluation(self) -> bool: ...
+    @property
+    def fraction_evaluate(self) -> float: ...

@@ -1,0 +1,84 @@
+"""The session folder contract: one quorum rule, one config mapping, one progress reader."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from kosmos_fl.config import load_server_config
+from kosmos_fl.fl.privacy_config import SecureAggregationConfig
+from kosmos_fl.fl.session import (
+    ProgressReader,
+    RejectedUpdateEvent,
+    RoundEvent,
+    SessionFolder,
+    SessionSpec,
+    append_jsonl,
+    decide_quorum,
+    read_progress,
+    write_atomic,
+)
+
+
+@pytest.mark.parametrize("clients", [1, 2, 3, 4, 10])
+@pytest.mark.parametrize("min_fit", [None, 1, 2])
+def test_quorum_is_the_configs(clients: int, min_fit: int | None) -> None:
+    if min_fit is not None and min_fit > clients:
+        return
+    cfg = load_server_config(None, num_clients=clients, min_fit_clients=min_fit)
+    assert decide_quorum(clients, min_fit) == cfg.quorum
+
+
+def test_secure_aggregation_raises_the_quorum_to_its_own() -> None:
+    sa = SecureAggregationConfig()
+    assert decide_quorum(4, 1, sa) == max(sa.quorum(4), 1)
+
+
+def test_from_config_takes_the_session_settings_and_the_overrides(tmp_path: Path) -> None:
+    cfg = load_server_config(None, num_clients=4, n_federated_train_epoch=7)
+    spec = SessionSpec.from_config(
+        cfg,
+        session_id="s1",
+        out_dir=str(tmp_path),
+        usecase_name="BearingUseCase",
+        usecase_version="1",
+        data_path=str(tmp_path),
+        mlflow_tracking_uri="file:x",
+        mlflow_run_id="r",
+        registered_model_name="m",
+    )
+    assert (spec.num_clients, spec.min_fit_clients, spec.num_rounds) == (4, cfg.quorum, 7)
+    assert spec.test_names == list(cfg.test_bearings)
+    assert spec.local_epochs == cfg.training.local_epochs
+    sim = SessionSpec.from_config(cfg, **{**spec.model_dump(), "num_clients": 9, "min_fit_clients": 9})
+    assert (sim.num_clients, sim.min_fit_clients) == (9, 9)
+
+
+def test_reader_takes_complete_lines_once_and_types_them(tmp_path: Path) -> None:
+    folder = SessionFolder(tmp_path)
+    reader = ProgressReader(folder.progress_file)
+    assert reader.read() == []
+    folder.append_progress(RoundEvent(round=0, metrics={"RMSE": 2.0}))
+    folder.append_progress(RejectedUpdateEvent(round=1, client="7", reason="norm"))
+    with folder.progress_file.open("a", encoding="utf-8") as fh:
+        fh.write('{"event": "round", "round": 1, "metr')  # being written right now
+    events = reader.read()
+    assert [type(e) for e in events] == [RoundEvent, RejectedUpdateEvent]
+    assert events[0].row() == {"event": "round", "round": 0, "metrics": {"RMSE": 2.0}}
+    with folder.progress_file.open("a", encoding="utf-8") as fh:
+        fh.write('ics": {"RMSE": 1.0}, "lat": 0.5}\n')
+    (event,) = reader.read()
+    assert event.row() == {"event": "round", "round": 1, "metrics": {"RMSE": 1.0}, "lat": 0.5}
+    append_jsonl(folder.progress_file, {"event": "something_new", "round": 2})
+    assert [r["round"] for r in read_progress(folder.progress_file)] == [0, 1]
+
+
+def test_write_atomic_leaves_no_temporary_file_and_can_be_private(tmp_path: Path) -> None:
+    path = write_atomic(tmp_path / "a" / "key.pem", b"secret", private=True)
+    assert path.read_bytes() == b"secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    write_atomic(path, lambda fh: fh.write(b"new"))
+    assert path.read_bytes() == b"new"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["key.pem"]

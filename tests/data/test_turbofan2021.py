@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kosmos_fl.compat2021 import server_settings
+from kosmos_fl.config.compat2021 import server_settings
 from kosmos_fl.data.cmapss import add_rul, read_cmapss
 from kosmos_fl.data.postgres import drop_table
 from kosmos_fl.data.turbofan2021 import current_name, read_2021_csv

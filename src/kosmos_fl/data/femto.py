@@ -46,28 +46,6 @@ CHALLENGE_SUBSETS = ("Full_Test_Set", "Learning_set", "Test_set")
 """Sub-folders of the PHM 2012 archives; earlier ones win when a bearing appears twice
 (``Test_set`` holds truncated recordings, ``Full_Test_Set`` the same bearings run to failure)."""
 
-#: The 11 test bearings of the IEEE PHM 2012 challenge, the 2021 server's default.
-DEFAULT_TEST_BEARINGS: tuple[str, ...] = (
-    "Bearing1_3",
-    "Bearing1_4",
-    "Bearing1_5",
-    "Bearing1_6",
-    "Bearing1_7",
-    "Bearing2_3",
-    "Bearing2_4",
-    "Bearing2_5",
-    "Bearing2_6",
-    "Bearing2_7",
-    "Bearing3_3",
-)
-
-#: The 2021 assignment of FEMTO learning bearings to client ids.
-DEFAULT_BEARINGS_PER_CLIENT: dict[int, list[str]] = {
-    0: ["Bearing1_1", "Bearing1_2"],
-    1: ["Bearing2_1", "Bearing2_2"],
-    2: ["Bearing3_1", "Bearing3_2"],
-}
-
 _BEARING_RE = re.compile(r"^Bearing(\d+)_(\d+)$")
 _DAY = 86400.0
 

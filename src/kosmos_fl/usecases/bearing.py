@@ -12,7 +12,6 @@ import pandas as pd
 from pydantic import Field, field_validator
 from torch import nn
 
-from kosmos_fl.data.femto import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
 from kosmos_fl.data.health import health_inputs, n_health_inputs, n_passthrough_inputs, smooth_failure_time
 from kosmos_fl.data.onset import RATIO_INPUTS, ratio_inputs
 from kosmos_fl.data.processed import ProcessedBearing, list_bearings, load_bearings
@@ -22,6 +21,28 @@ from kosmos_fl.ml.models import Cnn2021, CnnPadded, Ffnn2021, RulMlp
 from kosmos_fl.ml.ratio import RulRatio
 from kosmos_fl.ml.train import predict, predict_heads
 from kosmos_fl.usecases.base import ArrayDataset, UseCase, UseCaseParams
+
+#: The 11 test bearings of the IEEE PHM 2012 challenge, the 2021 server's default.
+DEFAULT_TEST_BEARINGS: tuple[str, ...] = (
+    "Bearing1_3",
+    "Bearing1_4",
+    "Bearing1_5",
+    "Bearing1_6",
+    "Bearing1_7",
+    "Bearing2_3",
+    "Bearing2_4",
+    "Bearing2_5",
+    "Bearing2_6",
+    "Bearing2_7",
+    "Bearing3_3",
+)
+
+#: The 2021 assignment of FEMTO learning bearings to client ids.
+DEFAULT_BEARINGS_PER_CLIENT: dict[int, list[str]] = {
+    0: ["Bearing1_1", "Bearing1_2"],
+    1: ["Bearing2_1", "Bearing2_2"],
+    2: ["Bearing3_1", "Bearing3_2"],
+}
 
 SECONDS_PER_HOUR = 3600.0
 #: Models whose inputs are built from a bearing's history: their predictions can be smoothed and
@@ -147,6 +168,8 @@ class BearingUseCase(UseCase):
     version = "1.2"
     target_unit = "hours"
     Params = BearingParams
+    default_test_units = DEFAULT_TEST_BEARINGS
+    default_units_per_client = DEFAULT_BEARINGS_PER_CLIENT
     params: BearingParams
 
     def _bearings(self, data_path: Path, names: Sequence[str] | None) -> dict[str, ProcessedBearing]:

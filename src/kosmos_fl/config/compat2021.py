@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import yaml
 
+from kosmos_fl.config.client import SITE_KEYS, ClientConfig
+from kosmos_fl.config.server import ServerConfig
+from kosmos_fl.config.validation import build
 from kosmos_fl.errors import ConfigError, KosmosError
 
 log = logging.getLogger("kosmos_fl.config")
@@ -182,8 +185,6 @@ def client_settings(
 
 def _site_block(usecase: str, block: dict[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
     """One 2021 per-client block: data location keys stay, the rest must be use-case parameters."""
-    from kosmos_fl.config import SITE_KEYS
-
     if usecase == "TurbofanUseCase":
         data_path, rest = _turbofan_source({k: v for k, v in block.items() if k != "file_path"})
         if data_path is not None:
@@ -218,9 +219,7 @@ def migrate(path: Path, kind: Kind | None = None) -> tuple[Kind, str, list[str]]
     notes: list[str] = []
     data = server_settings(raw, notes=notes) if kind == "server" else client_settings(raw, notes=notes)
     # check it: what this prints must load (the caller's file would otherwise fail later)
-    from kosmos_fl.config import ClientConfig, ServerConfig, _build
-
-    _build(ServerConfig if kind == "server" else ClientConfig, data)
+    build(ServerConfig if kind == "server" else ClientConfig, data)
     header = f"# {kind} config migrated from the 2021 KOSMoS file {path.name} (docs/MIGRATING-2021.md)\n"
     dropped = "".join(f"# dropped: {n}\n" for n in notes)
     if kind == "client" and "usecase" not in data and data.get("per_client"):

@@ -1,22 +1,21 @@
 """Settings of the two update-protection options: secure aggregation and differential privacy.
 
-Kept apart from :mod:`kosmos_fl.config` so that the session spec and the ServerApp can use them
-without the whole server configuration, and imports no Flower code at module level (the checks
-that need Flower's own rules import it lazily). See docs/SECURITY.md for what each option protects.
+The session spec and the ServerApp use these value objects without the whole server
+configuration; :class:`PrivacySection` holds them in ``ServerConfig`` with the rules that tie them
+to the strategy. No Flower code at module level (the checks that need Flower's own rules import it
+lazily). See docs/SECURITY.md for what each option protects.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from kosmos_fl.config.base import ConfigModel
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecureAggregationConfig(_Model):
+class SecureAggregationConfig(ConfigModel):
     """Flower's SecAgg+ (``SecAggPlusWorkflow`` / ``secaggplus_mod``): the server only learns the
     weighted sum of the clients' updates, never one client's update.
 
@@ -88,7 +87,7 @@ class SecureAggregationConfig(_Model):
             raise ValueError(f"min_clients={self.min_clients} is more than num_clients={num_clients}")
 
 
-class DifferentialPrivacyConfig(_Model):
+class DifferentialPrivacyConfig(ConfigModel):
     """Central (client-level) differential privacy: the server clips every client's update to
     L2 norm ``clipping_norm``, averages with equal weights and adds Gaussian noise with standard
     deviation ``noise_multiplier * clipping_norm / num_clients``; an RDP accountant composes the
@@ -142,3 +141,51 @@ def secure_aggregation_from(value: Any) -> Any:
     if value is False:
         return None
     return value
+
+
+class PrivacySection(ConfigModel):
+    """What protects the updates themselves. Comes after the session section in ``ServerConfig``:
+    its rules read the strategy and ``num_clients``."""
+
+    #: SecAgg+ (``true`` or a mapping of options): the server sees only the sum of the updates.
+    secure_aggregation: SecureAggregationConfig | None = None
+    #: Clipping + Gaussian noise + privacy accountant (see docs/SECURITY.md); unset: off.
+    differential_privacy: DifferentialPrivacyConfig | None = None
+
+    @field_validator("secure_aggregation", mode="before")
+    @classmethod
+    def _secure_aggregation_flag(cls, value: Any) -> Any:
+        return secure_aggregation_from(value)
+
+    @field_validator("secure_aggregation")
+    @classmethod
+    def _secure_aggregation_fits(
+        cls, value: SecureAggregationConfig | None, info: ValidationInfo
+    ) -> SecureAggregationConfig | None:
+        strategy = info.data.get("strategy")
+        if value is not None and strategy is not None and strategy.name != "FedAvg":
+            raise ValueError(
+                f"works with strategy FedAvg only (the server sees just the sum of the updates), "
+                f"not {strategy.name}"
+            )
+        if value is not None and "num_clients" in info.data:
+            value.check(info.data["num_clients"])
+        return value
+
+    @field_validator("differential_privacy")
+    @classmethod
+    def _differential_privacy_fits(
+        cls, value: DifferentialPrivacyConfig | None, info: ValidationInfo
+    ) -> DifferentialPrivacyConfig | None:
+        strategy = info.data.get("strategy")
+        if value is not None and strategy is not None and strategy.name != "FedAvg":
+            raise ValueError(
+                f"works with strategy FedAvg only (the noise is calibrated to an equal-weight "
+                f"average), not {strategy.name}"
+            )
+        if value is not None and info.data.get("secure_aggregation") is not None:
+            raise ValueError(
+                "cannot be combined with secure_aggregation yet (server-side clipping needs the "
+                "individual updates); choose one"
+            )
+        return value

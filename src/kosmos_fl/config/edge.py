@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from kosmos_fl.config.base import ConfigModel
 
 SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883, "ssl": 8883}
 
@@ -17,10 +19,6 @@ SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883, "ssl": 8883}
 class _Hidden:
     def __repr__(self) -> str:
         return "<hidden>"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def parse_broker(url: str) -> tuple[str, int, bool]:
@@ -41,7 +39,7 @@ def parse_broker(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port, parts.scheme in ("mqtts", "ssl")
 
 
-class TlsConfig(_Model):
+class TlsConfig(ConfigModel):
     """TLS towards the broker. Files are checked to exist when the config loads."""
 
     ca_file: str | None = Field(None, description="CA bundle that signed the broker's certificate")
@@ -63,7 +61,7 @@ class TlsConfig(_Model):
         return self
 
 
-class EdgeCriteria(_Model):
+class EdgeCriteria(ConfigModel):
     """When the collected data is enough to train on (the client's eligibility)."""
 
     min_histories: int = Field(1, ge=0, description="complete run-to-failure histories needed (K)")
@@ -88,7 +86,7 @@ class EdgeCriteria(_Model):
     )
 
 
-class EdgeConfig(_Model):
+class EdgeConfig(ConfigModel):
     """Collect this site's training data from its machines over MQTT (``client.yaml`` ``edge:``)."""
 
     enabled: bool = True

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kosmos_fl.config import ServerConfig
-from kosmos_fl.data.generate import generate_dataset
+from kosmos_fl.data.bearing.generate import generate_dataset
 from kosmos_fl.fl.session import read_progress
 from kosmos_fl.localfed import LocalFederation
 from kosmos_fl.usecases.bearing import DEFAULT_TEST_BEARINGS

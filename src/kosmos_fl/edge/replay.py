@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kosmos_fl.config.edge import EdgeConfig
-from kosmos_fl.data.femto import SAMPLE_RATE, SNAPSHOT_PERIOD, find_bearings, read_bearing
+from kosmos_fl.data.bearing.femto import SAMPLE_RATE, SNAPSHOT_PERIOD, find_bearings, read_bearing
 from kosmos_fl.edge.ingest import make_client
 from kosmos_fl.edge.payload import Encoding, maintenance_payload, snapshot_payload
 from kosmos_fl.errors import DataError, KosmosError

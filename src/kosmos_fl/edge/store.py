@@ -8,7 +8,7 @@ loses nothing. WAL with ``synchronous=NORMAL`` survives a killed process (not a 
 
 Labelled bearings (those with a failure event) are turned into the prepared on-disk layout the
 bearing use case reads (``<store_dir>/processed``) with the data pipeline's own code
-(:func:`kosmos_fl.data.processed.process_raw`).
+(:func:`kosmos_fl.data.bearing.processed.process_raw`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kosmos_fl.data.femto import RawBearing, bearing_condition
-from kosmos_fl.data.processed import (
+from kosmos_fl.data.bearing.femto import RawBearing, bearing_condition
+from kosmos_fl.data.bearing.processed import (
     ProcessedBearing,
     process_raw,
     remove_prepared_bearing,

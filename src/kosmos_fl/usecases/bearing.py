@@ -12,9 +12,14 @@ import pandas as pd
 from pydantic import Field, field_validator
 from torch import nn
 
-from kosmos_fl.data.health import health_inputs, n_health_inputs, n_passthrough_inputs, smooth_failure_time
-from kosmos_fl.data.onset import RATIO_INPUTS, ratio_inputs
-from kosmos_fl.data.processed import ProcessedBearing, list_bearings, load_bearings
+from kosmos_fl.data.bearing.health import (
+    health_inputs,
+    n_health_inputs,
+    n_passthrough_inputs,
+    smooth_failure_time,
+)
+from kosmos_fl.data.bearing.onset import RATIO_INPUTS, ratio_inputs
+from kosmos_fl.data.bearing.processed import ProcessedBearing, list_bearings, load_bearings
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.metrics import regression_report
 from kosmos_fl.ml.models import Cnn2021, CnnPadded, Ffnn2021, RulMlp
@@ -53,9 +58,9 @@ HISTORY_MODELS = ("mlp", "ratio")
 class BearingParams(UseCaseParams):
     #: ``cnn``: the 2021 CNN on STFT spectra; ``ffnn``: the 2021 network on 54 features;
     #: ``mlp``: a small MLP with interval heads on health-indicator inputs built from each
-    #: bearing's history (:mod:`kosmos_fl.data.health`), the options below; ``ratio``: RUL as a
+    #: bearing's history (:mod:`kosmos_fl.data.bearing.health`), the options below; ``ratio``: RUL as a
     #: learnt multiple of the elapsed time from per-bearing normalised health indicators
-    #: (:mod:`kosmos_fl.ml.ratio`, :mod:`kosmos_fl.data.onset`); ``cnn_padded``: the CNN with
+    #: (:mod:`kosmos_fl.ml.ratio`, :mod:`kosmos_fl.data.bearing.onset`); ``cnn_padded``: the CNN with
     #: 'same' padding and ReLU that ``cnn`` was before.
     model: Literal["cnn", "ffnn", "mlp", "ratio", "cnn_padded"] = "cnn"
     #: ``ffnn``: the 2021 options: feature names (2021 names such as ``mean``,
@@ -71,7 +76,7 @@ class BearingParams(UseCaseParams):
     @field_validator("ffnn_features")
     @classmethod
     def _ffnn_features_known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from kosmos_fl.data.features import FEATURE_NAMES
+        from kosmos_fl.data.bearing.features import FEATURE_NAMES
 
         unknown = [f for f in value or () if f not in FEATURE_NAMES]
         if unknown or (value is not None and not value):
@@ -109,7 +114,7 @@ class BearingParams(UseCaseParams):
     #: validation on the training bearings (bench/bench_accuracy.py) corrects that.
     interval_scale: float = Field(5.06, gt=0)
     #: ``mlp``: span (snapshots) of the running mean of implied failure times applied to each
-    #: bearing's predictions (:func:`~kosmos_fl.data.health.smooth_failure_time`); 0 = off.
+    #: bearing's predictions (:func:`~kosmos_fl.data.bearing.health.smooth_failure_time`); 0 = off.
     #: 1000 snapshots (about 3 h at one per 10 s) with ``smooth_down_span`` 30 (5 min) and
     #: ``balance_bearings``: the selection's winner.
     smooth_span: float = 1000.0
@@ -199,7 +204,7 @@ class BearingUseCase(UseCase):
 
     def _ffnn_columns(self) -> list[int]:
         """Feature columns of the ``ffnn`` (both axes of each of ``ffnn_features``)."""
-        from kosmos_fl.data.features import AXES, FEATURE_COLUMNS, FEATURE_NAMES
+        from kosmos_fl.data.bearing.features import AXES, FEATURE_COLUMNS, FEATURE_NAMES
 
         names = self.params.ffnn_features or FEATURE_NAMES
         return [FEATURE_COLUMNS.index(f"{axis}_{n}") for axis in AXES for n in names]

@@ -14,7 +14,7 @@ stored with the model's parameters in MLflow. ``bench/bench_cmapss.py`` measures
 
 ``data_path`` is a NASA text file (``train_FD00x.txt``; ``test_FD00x.txt`` with ``RUL_FD00x.txt``
 next to it for true labels), a folder holding exactly one ``train_*.txt``, or a PostgreSQL DSN
-with the table in the ``table`` parameter (see :mod:`kosmos_fl.data.postgres`).
+with the table in the ``table`` parameter (see :mod:`kosmos_fl.data.turbofan.postgres`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pandas as pd
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from torch import nn
 
-from kosmos_fl.data.cmapss import (
+from kosmos_fl.data.turbofan.cmapss import (
     DEFAULT_CAP,
     DEFAULT_SENSORS,
     SENSOR_COLUMNS,
@@ -112,7 +112,7 @@ class TurbofanParams(UseCaseParams):
     @classmethod
     def _2021_names(cls, value: Any) -> Any:
         """2021 column names (``sensor_02``) as today's (``s_2``)."""
-        from kosmos_fl.data.turbofan2021 import current_name
+        from kosmos_fl.data.turbofan.turbofan2021 import current_name
 
         if isinstance(value, str):
             value = [value]
@@ -182,8 +182,8 @@ class TurbofanUseCase(UseCase):
         p = self.params
         dsn = _dsn_of(data_path)
         if dsn is not None:
-            from kosmos_fl.data.postgres import RUL_COLUMN, read_cmapss_table
-            from kosmos_fl.data.turbofan2021 import read_2021_table
+            from kosmos_fl.data.turbofan.postgres import RUL_COLUMN, read_cmapss_table
+            from kosmos_fl.data.turbofan.turbofan2021 import read_2021_table
 
             if not p.table:
                 raise DataError("data_path is a PostgreSQL DSN: set the use case parameter 'table' too")
@@ -347,7 +347,7 @@ def cycle_windows(values: np.ndarray, units: np.ndarray, seq_len: int) -> np.nda
     float32. Steps before a unit's first cycle are zero and the last channel is the mask (1 for a
     real cycle), so every cycle of a unit, even the first, gets a prediction.
 
-    (``kosmos_fl.data.cmapss.make_windows`` only yields windows from cycle ``seq_len`` on.)
+    (``kosmos_fl.data.turbofan.cmapss.make_windows`` only yields windows from cycle ``seq_len`` on.)
     """
     n = len(values)
     starts_at = np.r_[0, np.flatnonzero(units[1:] != units[:-1]) + 1]
@@ -377,7 +377,7 @@ def parse_units(names: Sequence[str] | None) -> list[int] | None:
 def _dsn_of(data_path: Path | str) -> str | None:
     """The PostgreSQL DSN in ``data_path``, also when it arrived as a ``Path`` (which squeezes
     ``//``) or was prefixed with a working directory by path resolution."""
-    from kosmos_fl.data.postgres import normalize_dsn
+    from kosmos_fl.data.turbofan.postgres import normalize_dsn
 
     text = str(data_path)
     m = re.search(r"postgres(?:ql)?(?:\+[a-z0-9_]+)?:/", text, re.IGNORECASE)
@@ -385,7 +385,7 @@ def _dsn_of(data_path: Path | str) -> str | None:
 
 
 def _shown(data_path: Path | str) -> str:
-    from kosmos_fl.data.postgres import redact_dsn
+    from kosmos_fl.data.turbofan.postgres import redact_dsn
 
     dsn = _dsn_of(data_path)
     return redact_dsn(dsn) if dsn else str(data_path)
@@ -410,7 +410,7 @@ def _data_file(path: Path) -> Path:
 def _read_file(path: Path, cap: float, file_id: int | None = None) -> pd.DataFrame:
     """A NASA file with capped labels: run-to-failure for train files, from ``RUL_FD00x.txt`` for
     test files when it lies beside them, else NaN; or a 2021 KOSMoS CSV with its ``rul`` column."""
-    from kosmos_fl.data.turbofan2021 import is_2021_csv, read_2021_csv
+    from kosmos_fl.data.turbofan.turbofan2021 import is_2021_csv, read_2021_csv
 
     if is_2021_csv(path):
         df = read_2021_csv(path, file_id)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import scipy.signal
 
-from kosmos_fl.data import features as F
-from kosmos_fl.data.features import (
+from kosmos_fl.data.bearing import features as F
+from kosmos_fl.data.bearing.features import (
     FEATURE_COLUMNS,
     FEATURE_DEFINITIONS,
     FEATURE_NAMES,
@@ -173,7 +173,7 @@ def test_extract_features_rejects_bad_shapes() -> None:
 
 @pytest.mark.realdata
 def test_real_snapshot_features_are_finite(femto_bearing3_1: Path) -> None:
-    from kosmos_fl.data.femto import read_bearing
+    from kosmos_fl.data.bearing.femto import read_bearing
 
     raw = read_bearing(femto_bearing3_1)
     values = extract_features(raw.signals[:64])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kosmos_fl.data.femto import (
+from kosmos_fl.data.bearing.femto import (
     CONDITIONS,
     SNAPSHOT_LEN,
     bearing_condition,
@@ -271,7 +271,7 @@ def test_folder_errors(tmp_path: Path) -> None:
 def test_many_files_span_several_parse_chunks(
     tmp_path: Path, write_snapshot: SnapshotWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kosmos_fl.data._rawcsv as rawcsv
+    import kosmos_fl.data.bearing._rawcsv as rawcsv
 
     folder = _bearing(tmp_path, write_snapshot, n=7)
     monkeypatch.setattr(rawcsv, "CHUNK_BYTES", 150_000)  # ~2 files per chunk

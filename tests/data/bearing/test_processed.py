@@ -12,20 +12,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import kosmos_fl.data.cache as disk_cache
-import kosmos_fl.data.femto as femto
-import kosmos_fl.data.processed as processed
-from kosmos_fl.data.cache import PIPELINE_VERSION, default_cache_dir
-from kosmos_fl.data.features import FEATURE_COLUMNS, FEATURE_NAMES
-from kosmos_fl.data.layout import read_2021_bearing
-from kosmos_fl.data.processed import (
+import kosmos_fl.data.bearing.cache as disk_cache
+import kosmos_fl.data.bearing.femto as femto
+import kosmos_fl.data.bearing.processed as processed
+from kosmos_fl.data.bearing.cache import PIPELINE_VERSION, default_cache_dir
+from kosmos_fl.data.bearing.features import FEATURE_COLUMNS, FEATURE_NAMES
+from kosmos_fl.data.bearing.layout import read_2021_bearing
+from kosmos_fl.data.bearing.processed import (
     ProcessedBearing,
     list_bearings,
     load_bearings,
     prepare_bearing,
     prepare_dataset,
 )
-from kosmos_fl.data.spectra import SPECTRA_SHAPE
+from kosmos_fl.data.bearing.spectra import SPECTRA_SHAPE
 from kosmos_fl.errors import DataError, DataFormatError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from kosmos_fl.data.spectra import SPECTRA_SHAPE, compute_spectra, n_frames, stft_magnitude
+from kosmos_fl.data.bearing.spectra import SPECTRA_SHAPE, compute_spectra, n_frames, stft_magnitude
 
 
 def scipy_spectra(signal: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def test_rejects_bad_shapes() -> None:
 
 @pytest.mark.realdata
 def test_real_snapshots_match_scipy(femto_bearing3_1: Path) -> None:
-    from kosmos_fl.data.femto import read_bearing
+    from kosmos_fl.data.bearing.femto import read_bearing
 
     raw = read_bearing(femto_bearing3_1)
     picks = [0, 300, 514]

@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kosmos_fl.data.cache import ProcessedBearing
-from kosmos_fl.data.features import AXES, FEATURE_COLUMNS, FEATURE_NAMES
-from kosmos_fl.data.femto import bearing_condition, bearing_sort_key, find_bearings
-from kosmos_fl.data.spectra import SPECTRA_SHAPE
+from kosmos_fl.data.bearing.cache import ProcessedBearing
+from kosmos_fl.data.bearing.features import AXES, FEATURE_COLUMNS, FEATURE_NAMES
+from kosmos_fl.data.bearing.femto import bearing_condition, bearing_sort_key, find_bearings
+from kosmos_fl.data.bearing.spectra import SPECTRA_SHAPE
 from kosmos_fl.errors import DataError, DataFormatError
 
 MANIFEST = "kosmos-data.json"

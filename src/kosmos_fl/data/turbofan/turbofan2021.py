@@ -6,7 +6,7 @@ and the label ``rul``, often with a leading unnamed row-number column from ``Dat
 A cycle column (``time_cycles``, ``time_in_cycles`` or ``cycle``) is used when present; without
 one, the row order within an engine is its cycle order, as 2021 assumed.
 
-:func:`to_current` turns such a frame into the layout of :func:`kosmos_fl.data.cmapss.read_cmapss`
+:func:`to_current` turns such a frame into the layout of :func:`kosmos_fl.data.turbofan.cmapss.read_cmapss`
 (``unit, cycle, setting_*, s_*`` and ``rul``), so the turbofan use case handles both alike.
 """
 
@@ -111,7 +111,7 @@ def read_2021_table(dsn: str, table: str, file_id: int | None = None) -> pd.Data
     current layout (``unit`` and ``cycle``) instead."""
     import sqlalchemy as sa
 
-    from kosmos_fl.data import postgres as pg
+    from kosmos_fl.data.turbofan import postgres as pg
 
     dsn = pg.normalize_dsn(dsn)
     with pg._connect(dsn) as conn:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kosmos_fl.data.health import (
+from kosmos_fl.data.bearing.health import (
     ewma,
     health_inputs,
     n_health_inputs,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kosmos_fl.data.femto import CONDITIONS
+from kosmos_fl.data.bearing.femto import CONDITIONS
 
 SECONDS_PER_HOUR = 3600.0
 

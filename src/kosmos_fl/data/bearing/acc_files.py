@@ -1,7 +1,7 @@
 """The PRONOSTIA snapshot files: their name pattern, length and first line.
 
-Shared by the reader (:mod:`kosmos_fl.data.femto`) and its fast parser
-(:mod:`kosmos_fl.data._rawcsv`), which both need the file format but not each other's code.
+Shared by the reader (:mod:`kosmos_fl.data.bearing.femto`) and its fast parser
+(:mod:`kosmos_fl.data.bearing._rawcsv`), which both need the file format but not each other's code.
 """
 
 from __future__ import annotations

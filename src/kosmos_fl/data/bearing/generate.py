@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from kosmos_fl.data.femto import (
+from kosmos_fl.data.bearing.femto import (
     CONDITIONS,
     SAMPLE_RATE,
     SNAPSHOT_LEN,

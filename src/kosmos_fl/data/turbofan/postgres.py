@@ -2,7 +2,7 @@
 
 A site that keeps its engine data in a database points ``data_path`` at a DSN
 (``postgresql://user:password@host:5432/db``) and names the table in the use case's ``table``
-parameter. The table has the columns of :data:`kosmos_fl.data.cmapss.COLUMNS` (``unit, cycle,
+parameter. The table has the columns of :data:`kosmos_fl.data.turbofan.cmapss.COLUMNS` (``unit, cycle,
 setting_1..3, s_1..s_21``) and optionally ``rul`` (true remaining cycles of each row, for units
 that were not run to failure). ``kosmos-fl data import-postgres FILE --table T --dsn DSN`` creates
 such a table from a NASA file.
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from kosmos_fl.data.cmapss import COLUMNS, add_rul, read_cmapss, read_rul_file
+from kosmos_fl.data.turbofan.cmapss import COLUMNS, add_rul, read_cmapss, read_rul_file
 from kosmos_fl.errors import DataError, DataFormatError
 
 #: Optional column holding each row's true RUL (imported from ``RUL_FD00x.txt`` for test files).
@@ -175,7 +175,7 @@ def read_cmapss_table(
     columns: Sequence[str] | None = None,
     units: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """Rows of a C-MAPSS table as :func:`~kosmos_fl.data.cmapss.read_cmapss` returns them.
+    """Rows of a C-MAPSS table as :func:`~kosmos_fl.data.turbofan.cmapss.read_cmapss` returns them.
 
     ``columns`` limits what is fetched (``unit`` and ``cycle`` always come; default: all 26
     C-MAPSS columns) and ``units`` filters engines in the database, so a client moves only its own

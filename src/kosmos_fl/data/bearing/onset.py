@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kosmos_fl.data.features import FEATURE_COLUMNS
-from kosmos_fl.data.health import ewma
+from kosmos_fl.data.bearing.features import FEATURE_COLUMNS
+from kosmos_fl.data.bearing.health import ewma
 
 SECONDS_PER_HOUR = 3600.0
 #: Hours added before taking logs of times: the first snapshot has elapsed time 0.
@@ -44,7 +44,7 @@ RATIO_INPUTS: tuple[str, ...] = (
 
 def peak_and_rms(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per snapshot: the largest absolute acceleration on either axis, and the RMS of both axes
-    together (g), from the 54 features (:data:`~kosmos_fl.data.features.FEATURE_COLUMNS`)."""
+    together (g), from the 54 features (:data:`~kosmos_fl.data.bearing.features.FEATURE_COLUMNS`)."""
     f = np.asarray(features, dtype=np.float64)
     peak = np.maximum.reduce(
         [f[:, _COL[f"{a}_maximum"]] for a in ("horizontal", "vertical")]

@@ -1,4 +1,4 @@
-"""Fast parsing of many PRONOSTIA snapshot files (internal to :mod:`kosmos_fl.data.femto`).
+"""Fast parsing of many PRONOSTIA snapshot files (internal to :mod:`kosmos_fl.data.bearing.femto`).
 
 Files are read into one reusable byte buffer per chunk and handed to pyarrow's multithreaded CSV
 parser in one call; only the two acceleration columns are converted. Per-file work is I/O, the
@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from kosmos_fl.data.acc_files import SNAPSHOT_LEN, AccFile, OnError, first_line_time
+from kosmos_fl.data.bearing.acc_files import SNAPSHOT_LEN, AccFile, OnError, first_line_time
 from kosmos_fl.errors import DataFormatError
 
 #: The reader's logger: a skipped file is reported as the reader's warning, as before the split.

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from kosmos_fl.config.compat2021 import server_settings
-from kosmos_fl.data.cmapss import add_rul, read_cmapss
-from kosmos_fl.data.postgres import drop_table
-from kosmos_fl.data.turbofan2021 import current_name, read_2021_csv
+from kosmos_fl.data.turbofan.cmapss import add_rul, read_cmapss
+from kosmos_fl.data.turbofan.postgres import drop_table
+from kosmos_fl.data.turbofan.turbofan2021 import current_name, read_2021_csv
 from kosmos_fl.errors import DataError, DataFormatError, UseCaseError
 from kosmos_fl.usecases.turbofan import TurbofanUseCase
 from tests.conftest import write_2021_turbofan_csv

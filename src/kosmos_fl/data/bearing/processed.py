@@ -2,15 +2,15 @@
 
 Three kinds of folder can be loaded with :func:`load_bearings`:
 
-* raw PRONOSTIA recordings (any layout :func:`~kosmos_fl.data.femto.find_bearings` accepts),
+* raw PRONOSTIA recordings (any layout :func:`~kosmos_fl.data.bearing.femto.find_bearings` accepts),
   processed on first use and cached;
 * the output of ``kosmos-fl data prepare`` (:func:`prepare_dataset`), marked by
   ``kosmos-data.json``;
 * the 2021 processed layout, ``<bearing>/features.csv[.gz]`` + ``<bearing>/spectra.csv[.gz]``.
 
-This module prepares and loads; which kind a folder is lives in :mod:`kosmos_fl.data.layout`, the
+This module prepares and loads; which kind a folder is lives in :mod:`kosmos_fl.data.bearing.layout`, the
 on-disk store (one folder of ``.npy`` files plus ``meta.json`` per bearing, never served stale) in
-:mod:`kosmos_fl.data.cache`. Spectra are memory-mapped on reload, which keeps a cached load of the
+:mod:`kosmos_fl.data.bearing.cache`. Spectra are memory-mapped on reload, which keeps a cached load of the
 whole Learning_set well under a second.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from kosmos_fl.data import cache as disk_cache
-from kosmos_fl.data.cache import (
+from kosmos_fl.data.bearing import cache as disk_cache
+from kosmos_fl.data.bearing.cache import (
     FORMAT,
     ProcessedBearing,
     cache_entry,
@@ -41,8 +41,8 @@ from kosmos_fl.data.cache import (
     read_meta,
     store,
 )
-from kosmos_fl.data.features import FEATURE_COLUMNS, extract_features
-from kosmos_fl.data.femto import (
+from kosmos_fl.data.bearing.features import FEATURE_COLUMNS, extract_features
+from kosmos_fl.data.bearing.femto import (
     AccFile,
     OnError,
     RawBearing,
@@ -53,7 +53,7 @@ from kosmos_fl.data.femto import (
     read_acc_files,
     rul_labels,
 )
-from kosmos_fl.data.layout import (
+from kosmos_fl.data.bearing.layout import (
     LEGACY_FILES,
     MANIFEST,
     detect_layout,
@@ -63,9 +63,11 @@ from kosmos_fl.data.layout import (
     read_2021_bearing,
     select,
 )
-from kosmos_fl.data.layout import list_bearings as list_bearings  # re-exported: the use cases' entry point
-from kosmos_fl.data.progress_bar import Progress, progress_bar
-from kosmos_fl.data.spectra import SPECTRA_SHAPE, compute_spectra
+from kosmos_fl.data.bearing.layout import (
+    list_bearings as list_bearings,  # re-exported: the use cases' entry point
+)
+from kosmos_fl.data.bearing.progress_bar import Progress, progress_bar
+from kosmos_fl.data.bearing.spectra import SPECTRA_SHAPE, compute_spectra
 from kosmos_fl.errors import DataError, DataFormatError
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kosmos_fl.data.cmapss import (
+from kosmos_fl.data.turbofan.cmapss import (
     COLUMNS,
     DEFAULT_SENSORS,
     Normalizer,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kosmos_fl.data.features import hann
+from kosmos_fl.data.bearing.features import hann
 
 NPERSEG = 256
 NOVERLAP = 128

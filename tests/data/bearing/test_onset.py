@@ -1,12 +1,12 @@
-"""Per-bearing normalised health indicators and onset (kosmos_fl.data.onset)."""
+"""Per-bearing normalised health indicators and onset (kosmos_fl.data.bearing.onset)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kosmos_fl.data.features import FEATURE_COLUMNS
-from kosmos_fl.data.onset import RATIO_INPUTS, onset_hours, peak_and_rms, ratio_inputs
+from kosmos_fl.data.bearing.features import FEATURE_COLUMNS
+from kosmos_fl.data.bearing.onset import RATIO_INPUTS, onset_hours, peak_and_rms, ratio_inputs
 
 
 def _features(rms: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 A bearing folder holds one ``acc_NNNNN.csv`` per snapshot: 2560 rows sampled at 25.6 kHz, six
 columns without header (hour, minute, second, microsecond, horizontal acc, vertical acc, in g),
 one snapshot every 10 s. Parsing 600 MB of such files is the slow part of the whole data
-pipeline, so the reader (parsing lives in :mod:`kosmos_fl.data._rawcsv`) loads many files into
+pipeline, so the reader (parsing lives in :mod:`kosmos_fl.data.bearing._rawcsv`) loads many files into
 one reusable byte buffer and hands it to pyarrow's multithreaded CSV parser in one call;
 per-file work is limited to I/O, reading the first line (the snapshot's timestamp) and counting
 newlines with numpy.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kosmos_fl.data.acc_files import (
+from kosmos_fl.data.bearing.acc_files import (
     SNAPSHOT_LEN,
     AccFile,
     OnError,
@@ -234,7 +234,7 @@ def read_acc_files(
     progress: Callable[[int], None] | None = None,
 ) -> RawBearing:
     """Parse an explicit list of snapshot files (see :func:`read_bearing`)."""
-    from kosmos_fl.data._rawcsv import ChunkReader  # pyarrow only when parsing
+    from kosmos_fl.data.bearing._rawcsv import ChunkReader  # pyarrow only when parsing
 
     reader = ChunkReader(files, on_error)
     signals = np.empty((len(files), SNAPSHOT_LEN, 2), dtype=np.float32)

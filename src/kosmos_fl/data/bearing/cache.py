@@ -1,7 +1,7 @@
 """The on-disk store of processed bearings: one folder of ``.npy`` files plus ``meta.json`` per
 bearing, written atomically, keyed by :data:`PIPELINE_VERSION` and the source files' name, size and
 mtime so that nothing stale is ever served. Used as the cache of raw folders and as the
-``kosmos-fl data prepare`` output (:mod:`kosmos_fl.data.processed`).
+``kosmos-fl data prepare`` output (:mod:`kosmos_fl.data.bearing.processed`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from kosmos_fl.data.acc_files import AccFile
-from kosmos_fl.data.features import FEATURE_COLUMNS
+from kosmos_fl.data.bearing.acc_files import AccFile
+from kosmos_fl.data.bearing.features import FEATURE_COLUMNS
 from kosmos_fl.errors import DataError
 
 log = logging.getLogger("kosmos_fl.data.processed")
@@ -52,7 +52,7 @@ class ProcessedBearing:
     rul_fraction: np.ndarray
     """(n,) float64 remaining share of the bearing's life: 1 at the start, 0 at failure."""
     features: np.ndarray
-    """(n, 54) float32, columns :data:`~kosmos_fl.data.features.FEATURE_COLUMNS`."""
+    """(n, 54) float32, columns :data:`~kosmos_fl.data.bearing.features.FEATURE_COLUMNS`."""
     spectra: np.ndarray
     """(n, 129, 21, 2) float32 STFT magnitudes, [..., 0] horizontal, [..., 1] vertical."""
     skipped: tuple[str, ...] = ()

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kosmos_fl.data.features import FEATURE_COLUMNS
-from kosmos_fl.data.femto import CONDITIONS, SNAPSHOT_LEN, find_bearings, read_bearing
-from kosmos_fl.data.generate import (
+from kosmos_fl.data.bearing.features import FEATURE_COLUMNS
+from kosmos_fl.data.bearing.femto import CONDITIONS, SNAPSHOT_LEN, find_bearings, read_bearing
+from kosmos_fl.data.bearing.generate import (
     BEARING_ORDER,
     bearing_spec,
     defect_frequencies,

@@ -54,7 +54,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from kosmos_fl.data.processed import ProcessedBearing, load_bearings
+from kosmos_fl.data.bearing.processed import ProcessedBearing, load_bearings
 from kosmos_fl.ml.metrics import (
     cutoff_indices,
     interval_coverage,

@@ -69,7 +69,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from kosmos_fl.data.cmapss import read_cmapss
+from kosmos_fl.data.turbofan.cmapss import read_cmapss
 from kosmos_fl.ml.metrics import phm08_score, rmse
 from kosmos_fl.ml.train import get_weights, predict, seed_everything, set_weights, train_epochs
 from kosmos_fl.usecases import ArrayDataset

@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from kosmos_fl.edge.config import EdgeConfig, parse_broker
+from kosmos_fl.config.edge import EdgeConfig, parse_broker
 from kosmos_fl.edge.ingest import EdgeIngest
 from kosmos_fl.edge.payload import snapshot_payload
 

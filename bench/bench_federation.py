@@ -34,10 +34,11 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from kosmos_fl.config import DEFAULT_TEST_BEARINGS, ServerConfig
-from kosmos_fl.data.generate import generate_dataset
+from kosmos_fl.config import ServerConfig
+from kosmos_fl.data.bearing.generate import generate_dataset
 from kosmos_fl.fl.session import read_progress
 from kosmos_fl.localfed import LocalFederation
+from kosmos_fl.usecases.bearing import DEFAULT_TEST_BEARINGS
 
 console = Console()
 #: (label, warm ClientApp template, fleet_long_poll seconds): Flower's own behaviour first, the

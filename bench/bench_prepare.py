@@ -96,7 +96,7 @@ def run_baseline(root: Path) -> dict[str, float]:
 def run_prepare(root: Path) -> dict[str, float]:
     import numpy as np
 
-    from kosmos_fl.data.processed import prepare_dataset
+    from kosmos_fl.data.bearing.processed import prepare_dataset
 
     shutil.rmtree(PREPARED, ignore_errors=True)
     start = time.perf_counter()
@@ -110,7 +110,7 @@ def run_prepare(root: Path) -> dict[str, float]:
 def run_reload(touch: bool) -> dict[str, float]:
     import numpy as np
 
-    from kosmos_fl.data.processed import load_bearings
+    from kosmos_fl.data.bearing.processed import load_bearings
 
     start = time.perf_counter()
     bearings = load_bearings(PREPARED)

@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kosmos_fl.data.generate import generate_dataset
+from kosmos_fl.data.bearing.generate import generate_dataset
 from kosmos_fl.fl.session import read_progress
 from kosmos_fl.localfed import LocalFederation
 from kosmos_fl.security import certs

@@ -30,7 +30,7 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session")
 def generated_bearings(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated FEMTO-format data set (client and test bearings), shared by the session."""
-    from kosmos_fl.data.generate import generate_dataset
+    from kosmos_fl.data.bearing.generate import generate_dataset
 
     out = tmp_path_factory.mktemp("gen-bearings")
     generate_dataset(
@@ -55,7 +55,7 @@ def write_2021_turbofan_csv(path: Path, units: int = 12, seed: int = 3) -> Path:
     ``unit_num``, ``setting_1..3``, ``sensor_01..sensor_21``, the label ``rul`` and ``file_id``
     (rows of file 1 and of a second file 2 whose unit numbers repeat); no cycle column, the row
     order is the cycle order as in 2021."""
-    from kosmos_fl.data.cmapss import add_rul, generate_cmapss, read_cmapss
+    from kosmos_fl.data.turbofan.cmapss import add_rul, generate_cmapss, read_cmapss
 
     frames = []
     for file_id in (1, 2):

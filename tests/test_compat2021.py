@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from kosmos_fl.cli import main
-from kosmos_fl.compat2021 import server_settings
 from kosmos_fl.config import load_client_config, load_server_config
+from kosmos_fl.config.compat2021 import server_settings
 from kosmos_fl.errors import UseCaseError
 from kosmos_fl.usecases import load_usecase
 

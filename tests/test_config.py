@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kosmos_fl.config import DEFAULT_TEST_BEARINGS, load_client_config, load_server_config
+from kosmos_fl.config import load_client_config, load_server_config
 from kosmos_fl.errors import ConfigError
+from kosmos_fl.usecases.bearing import DEFAULT_TEST_BEARINGS
 
 
 @pytest.fixture(autouse=True)

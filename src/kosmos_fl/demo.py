@@ -32,7 +32,7 @@ GENERATED_DEMO_ROUNDS = 10
 
 
 def _generated_data(work_dir: Path) -> Path:
-    from kosmos_fl.data.generate import generate_dataset
+    from kosmos_fl.data.bearing.generate import generate_dataset
 
     out = work_dir / "data"
     marker = out / ".generated"

@@ -75,7 +75,7 @@ def cmapss_train_fd001() -> Path:
 @pytest.fixture(scope="session")
 def generated_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All 17 synthetic bearings, 30-60 snapshots each (read-only: copy before changing)."""
-    from kosmos_fl.data.generate import generate_dataset
+    from kosmos_fl.data.bearing.generate import generate_dataset
 
     root = tmp_path_factory.mktemp("generated")
     generate_dataset(root, bearings=17, seed=0, snapshots=(30, 60))
@@ -84,7 +84,7 @@ def generated_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def generated_processed(generated_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from kosmos_fl.data.processed import load_bearings
+    from kosmos_fl.data.bearing.processed import load_bearings
 
     return load_bearings(generated_root, cache_dir=tmp_path_factory.mktemp("gencache"))
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from kosmos_fl.data.generate import generate_dataset
+from kosmos_fl.data.bearing.generate import generate_dataset
 from kosmos_fl.fl.flower_runtime.runtime import ManagedProcess
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.localfed import CLI, LocalFederation

@@ -9,8 +9,8 @@ import yaml
 
 from kosmos_fl.cli import main
 from kosmos_fl.config import load_client_config
+from kosmos_fl.config.edge import EdgeConfig
 from kosmos_fl.coordinator.client import check_criteria
-from kosmos_fl.edge.config import EdgeConfig
 from kosmos_fl.edge.store import EdgeStore
 from kosmos_fl.errors import ConfigError
 from tests.edge.conftest import make_signals

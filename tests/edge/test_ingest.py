@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from kosmos_fl.edge.config import EdgeConfig
+from kosmos_fl.config.edge import EdgeConfig
 from kosmos_fl.edge.ingest import EdgeIngest
 from kosmos_fl.edge.payload import maintenance_payload, snapshot_payload
 from kosmos_fl.localfed import CLI, child_env

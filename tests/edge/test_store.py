@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kosmos_fl.data.femto import read_bearing
-from kosmos_fl.data.processed import list_bearings, load_bearings, prepare_bearing
-from kosmos_fl.edge.config import EdgeCriteria
+from kosmos_fl.config.edge import EdgeCriteria
+from kosmos_fl.data.bearing.femto import read_bearing
+from kosmos_fl.data.bearing.processed import list_bearings, load_bearings, prepare_bearing
 from kosmos_fl.edge.eligibility import evaluate
 from kosmos_fl.edge.payload import Maintenance, Snapshot, maintenance_payload, parse_message, snapshot_payload
 from kosmos_fl.edge.store import EdgeStore

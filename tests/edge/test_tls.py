@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kosmos_fl.edge.config import EdgeConfig
+from kosmos_fl.config.edge import EdgeConfig
 from kosmos_fl.edge.ingest import EdgeIngest
 from tests.edge.conftest import Broker
 

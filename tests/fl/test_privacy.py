@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from kosmos_fl.config import load_server_config
+from kosmos_fl.config.privacy import SecureAggregationConfig, one_round_epsilon
 from kosmos_fl.errors import ConfigError
-from kosmos_fl.fl.privacy_config import SecureAggregationConfig, one_round_epsilon
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kosmos_fl.config import load_server_config
-from kosmos_fl.fl.privacy_config import SecureAggregationConfig
+from kosmos_fl.config.privacy import SecureAggregationConfig
 from kosmos_fl.fl.session import (
     ProgressReader,
     RejectedUpdateEvent,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kosmos_fl.data.onset import RATIO_INPUTS
+from kosmos_fl.data.bearing.onset import RATIO_INPUTS
 from kosmos_fl.errors import DataError, UseCaseError
 from kosmos_fl.ml.train import seed_everything, train_epochs
 from kosmos_fl.usecases import load_usecase

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kosmos_fl.data.cmapss import DEFAULT_SENSORS, read_cmapss, read_rul_file
+from kosmos_fl.data.turbofan.cmapss import DEFAULT_SENSORS, read_cmapss, read_rul_file
 from kosmos_fl.errors import DataError, UseCaseError
 from kosmos_fl.ml.metrics import phm08_score, rmse
 from kosmos_fl.ml.models import CnnRul, Lstm2021
@@ -62,7 +62,7 @@ def test_normalisation_does_not_depend_on_a_clients_data(cmapss_train: Path) -> 
 
 
 def test_cycle_windows_match_the_data_modules_full_windows(cmapss_train: Path) -> None:
-    from kosmos_fl.data.cmapss import make_windows
+    from kosmos_fl.data.turbofan.cmapss import make_windows
 
     df = read_cmapss(cmapss_train)
     values = df[list(DEFAULT_SENSORS)].to_numpy(np.float32)

@@ -178,7 +178,7 @@ def config_migrate(
     ),
 ) -> None:
     """Print the current equivalent of a 2021 config file; it loads without warnings."""
-    from kosmos_fl.compat2021 import migrate
+    from kosmos_fl.config.compat2021 import migrate
     from kosmos_fl.errors import ConfigError
 
     if kind not in (None, "server", "client"):

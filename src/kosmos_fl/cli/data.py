@@ -44,7 +44,7 @@ def _hours(seconds: float) -> str:
 
 
 def _condition(condition: int) -> str:
-    from kosmos_fl.data.femto import CONDITIONS
+    from kosmos_fl.data.bearing.femto import CONDITIONS
 
     rpm, load = CONDITIONS[condition]
     return f"{condition} ({rpm} rpm, {load} N)"
@@ -60,7 +60,7 @@ def prepare(
     ),
 ) -> None:
     """Read raw recordings once and store labels, features and spectra in OUT."""
-    from kosmos_fl.data.processed import prepare_dataset
+    from kosmos_fl.data.bearing.processed import prepare_dataset
 
     start = time.perf_counter()
     bearings = prepare_dataset(
@@ -87,7 +87,7 @@ def generate(
     snapshots: str = typer.Option("60:150", "--snapshots", help="Snapshots per bearing, MIN:MAX."),
 ) -> None:
     """Write synthetic run-to-failure bearings in the raw PRONOSTIA format."""
-    from kosmos_fl.data.generate import bearing_spec, generate_dataset
+    from kosmos_fl.data.bearing.generate import bearing_spec, generate_dataset
 
     span = parse_snapshots(snapshots)
     start = time.perf_counter()
@@ -112,16 +112,22 @@ def generate(
 @app.command()
 def info(data_dir: Path = typer.Argument(..., help="Raw, prepared or 2021-layout data folder.")) -> None:
     """Show the bearings in DATA_DIR: snapshots, life and operating condition."""
-    from kosmos_fl.data.cache import read_meta
-    from kosmos_fl.data.femto import find_bearings, list_acc_files, read_timestamps
-    from kosmos_fl.data.layout import LEGACY_FILES, MANIFEST, detect_layout, legacy_bearings, read_csv_matrix
+    from kosmos_fl.data.bearing.cache import read_meta
+    from kosmos_fl.data.bearing.femto import find_bearings, list_acc_files, read_timestamps
+    from kosmos_fl.data.bearing.layout import (
+        LEGACY_FILES,
+        MANIFEST,
+        detect_layout,
+        legacy_bearings,
+        read_csv_matrix,
+    )
 
     layout = detect_layout(data_dir)
     rows: list[tuple[str, int, int, float, str]] = []
     if layout == "prepared":
         import json
 
-        from kosmos_fl.data.femto import bearing_condition
+        from kosmos_fl.data.bearing.femto import bearing_condition
 
         names = json.loads((data_dir / MANIFEST).read_text()).get("bearings", [])
         for name in names:
@@ -138,7 +144,7 @@ def info(data_dir: Path = typer.Argument(..., help="Raw, prepared or 2021-layout
                 )
             )
     elif layout == "2021":
-        from kosmos_fl.data.femto import bearing_condition
+        from kosmos_fl.data.bearing.femto import bearing_condition
 
         for name, folder in legacy_bearings(data_dir).items():
             path = next((folder / f for f in LEGACY_FILES["features"] if (folder / f).is_file()), None)
@@ -150,7 +156,7 @@ def info(data_dir: Path = typer.Argument(..., help="Raw, prepared or 2021-layout
             life = float(rul[0]) if rul is not None and rul.size else float("nan")
             rows.append((name, bearing_condition(name), values.shape[0], life, path.name))
     else:
-        from kosmos_fl.data.femto import bearing_condition
+        from kosmos_fl.data.bearing.femto import bearing_condition
 
         found = find_bearings(data_dir)
         if not found:
@@ -182,7 +188,7 @@ def info(data_dir: Path = typer.Argument(..., help="Raw, prepared or 2021-layout
 
 def _mount_postgres() -> None:
     """``kosmos-fl data import-postgres``: the command lives with the PostgreSQL code."""
-    from kosmos_fl.data.postgres import import_postgres
+    from kosmos_fl.data.turbofan.postgres import import_postgres
 
     app.command("import-postgres", help="Load a NASA C-MAPSS file into a PostgreSQL table.")(import_postgres)
 

@@ -27,7 +27,7 @@ PASSWORD_ENV = "KOSMOS_MQTT_PASSWORD"
 
 
 def _edge_config(broker: str, username: str | None, tls_ca: Path | None, insecure: bool):
-    from kosmos_fl.edge.config import EdgeConfig, TlsConfig
+    from kosmos_fl.config.edge import EdgeConfig, TlsConfig
 
     password = os.environ.get(PASSWORD_ENV)
     try:

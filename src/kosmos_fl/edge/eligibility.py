@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kosmos_fl.edge.config import EdgeCriteria
+from kosmos_fl.config.edge import EdgeCriteria
 from kosmos_fl.edge.store import BearingRecord, EdgeStore
 
 

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from kosmos_fl.edge.config import EdgeConfig
+from kosmos_fl.config.edge import EdgeConfig
 from kosmos_fl.edge.payload import Maintenance, Snapshot, parse_message
 from kosmos_fl.edge.store import EdgeStore
 from kosmos_fl.errors import DataFormatError, KosmosError

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import paho.mqtt.client as mqtt
 
-from kosmos_fl.data.femto import SAMPLE_RATE, SNAPSHOT_PERIOD, find_bearings, read_bearing
-from kosmos_fl.edge.config import EdgeConfig
+from kosmos_fl.config.edge import EdgeConfig
+from kosmos_fl.data.bearing.femto import SAMPLE_RATE, SNAPSHOT_PERIOD, find_bearings, read_bearing
 from kosmos_fl.edge.ingest import make_client
 from kosmos_fl.edge.payload import Encoding, maintenance_payload, snapshot_payload
 from kosmos_fl.errors import DataError, KosmosError
@@ -33,7 +34,7 @@ class ReplayResult:
     seconds: float
 
 
-def _connect(cfg: EdgeConfig, client_id: str, timeout: float) -> object:
+def _connect(cfg: EdgeConfig, client_id: str, timeout: float) -> mqtt.Client:
     client = make_client(cfg, client_id)
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)
@@ -54,6 +55,21 @@ def _connect(cfg: EdgeConfig, client_id: str, timeout: float) -> object:
             )
         time.sleep(0.02)
     return client
+
+
+def replayed_snapshots(n: int, stride: int, limit: int | None) -> np.ndarray:
+    """Indices of the snapshots replayed out of ``n``: every ``stride``-th counted back from the
+    last (so the failure end is always in), then the last ``limit`` of those."""
+    idx = np.arange(n)[::-1][::stride][::-1]
+    return idx[-limit:] if limit is not None else idx
+
+
+def _wait_for_acks(pending: list[mqtt.MQTTMessageInfo], name: str) -> None:
+    """Block until the broker has acknowledged every message of bearing ``name`` (QoS 1)."""
+    for info in pending:
+        info.wait_for_publish(timeout=60)
+        if not info.is_published():
+            raise KosmosError(f"the broker did not acknowledge a {name} message within 60 s")
 
 
 def replay(
@@ -92,9 +108,7 @@ def replay(
     try:
         for i, (name, folder) in enumerate(bearings.items()):
             raw = read_bearing(folder)
-            idx = np.arange(raw.timestamps.size)[::-1][::stride][::-1]
-            if limit is not None:
-                idx = idx[-limit:]
+            idx = replayed_snapshots(raw.timestamps.size, stride, limit)
             rel = raw.timestamps[idx] - raw.timestamps[idx[0]]
             pending = []
             pace = SNAPSHOT_PERIOD * stride / speed if speed > 0 else 0.0
@@ -126,10 +140,7 @@ def replay(
                     )
                 )
                 events += 1
-            for info in pending:
-                info.wait_for_publish(timeout=60)
-                if not info.is_published():
-                    raise KosmosError(f"the broker did not acknowledge a {name} message within 60 s")
+            _wait_for_acks(pending, name)
             log.info(
                 "replayed %s: %d snapshots%s", name, len(idx), ", failure event" if failure_event else ""
             )

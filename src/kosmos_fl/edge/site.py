@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from kosmos_fl.edge.config import EdgeConfig
+from kosmos_fl.config.edge import EdgeConfig
 from kosmos_fl.edge.eligibility import EdgeVerdict, evaluate
 from kosmos_fl.edge.ingest import EdgeIngest
 from kosmos_fl.edge.store import EdgeStore

@@ -7,8 +7,8 @@ loses nothing. WAL with ``synchronous=NORMAL`` survives a killed process (not a 
 ``synchronous=FULL``, which ``durable_fsync`` selects).
 
 Labelled bearings (those with a failure event) are turned into the prepared on-disk layout the
-bearing use case reads (``<store_dir>/processed``) with the data pipeline's own code
-(:func:`kosmos_fl.data.processed.process_raw`).
+bearing use case reads (``<store_dir>/processed``); what a label is lives in
+:mod:`kosmos_fl.edge.labelling`, this module keeps track of which bearings need it.
 """
 
 from __future__ import annotations
@@ -18,18 +18,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kosmos_fl.data.femto import RawBearing, bearing_condition
-from kosmos_fl.data.processed import (
-    ProcessedBearing,
-    process_raw,
-    remove_prepared_bearing,
-    write_prepared_bearing,
-)
+from kosmos_fl.data.bearing.processed import ProcessedBearing, remove_prepared_bearing, write_prepared_bearing
+from kosmos_fl.edge.labelling import folder_names, label_bearing
 from kosmos_fl.edge.payload import Maintenance, Snapshot
 from kosmos_fl.errors import DataError
 
@@ -331,10 +326,7 @@ class EdgeStore:
             labelled = self._db.execute(
                 "SELECT machine_id, bearing_id FROM events WHERE kind = 'failure_replacement'"
             ).fetchall()
-        owners: dict[str, int] = {}
-        for _, b in labelled:
-            owners[b] = owners.get(b, 0) + 1
-        return {(m, b): (b if owners[b] == 1 else f"{m}-{b}") for m, b in labelled}
+        return folder_names(labelled)
 
     def refresh_processed(self) -> list[str]:
         """Label and featurise every bearing whose failure event or snapshots changed since it was
@@ -375,34 +367,14 @@ class EdgeStore:
         self, machine_id: str, bearing_id: str, folder: str, failure: float
     ) -> ProcessedBearing | None:
         timestamps, signals, condition = self.read_bearing(machine_id, bearing_id)
-        keep = timestamps <= failure
-        if not keep.all():
-            log.warning(
-                "%s/%s: %d snapshot(s) after the failure time are not labelled",
-                machine_id,
-                bearing_id,
-                int((~keep).sum()),
-            )
-            timestamps, signals = timestamps[keep], signals[keep]
-        if timestamps.size == 0:
-            return None
-        if np.any(np.diff(timestamps) <= 0):
-            _, first = np.unique(timestamps, return_index=True)
-            timestamps, signals = timestamps[first], signals[first]
-        if condition is None:
-            try:
-                condition = bearing_condition(bearing_id)
-            except DataError:
-                condition = 0
-        raw = RawBearing(name=folder, condition=condition, timestamps=timestamps, signals=signals, files=())
-        bearing = process_raw(raw)
-        rul = failure - timestamps
-        life = failure - timestamps[0]
-        fraction = rul / life if life > 0 else np.zeros_like(rul)
-        return replace(
-            bearing,
-            rul_seconds=rul,
-            rul_fraction=fraction,
+        return label_bearing(
+            timestamps,
+            signals,
+            condition,
+            machine_id=machine_id,
+            bearing_id=bearing_id,
+            folder=folder,
+            failure=failure,
             source=f"edge:{self.path}#{machine_id}/{bearing_id}",
         )
 

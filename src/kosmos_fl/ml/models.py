@@ -219,7 +219,7 @@ def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantile: float) -> t
 
 
 class RulMlp(nn.Module):
-    """Small MLP on health-indicator inputs (:mod:`kosmos_fl.data.health`) with a point head and
+    """Small MLP on health-indicator inputs (:mod:`kosmos_fl.data.bearing.health`) with a point head and
     quantile heads for a prediction interval.
 
     An input batch-norm standardises inputs federatedly (its statistics are averaged with the

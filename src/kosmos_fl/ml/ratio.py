@@ -4,7 +4,7 @@ On bearings it has never seen, a model that maps health indicators straight to h
 training bearings' lives, not the physics (docs/RESULTS.md). Here the target is the log of
 ``RUL / elapsed`` (both offset by ``time_offset`` hours so the start is defined), which is the
 same for a short-lived and a long-lived bearing at the same share of their lives, and the inputs
-are per-bearing normalised (:func:`kosmos_fl.data.onset.ratio_inputs`, whose first column is the
+are per-bearing normalised (:func:`kosmos_fl.data.bearing.onset.ratio_inputs`, whose first column is the
 log of the offset elapsed hours). Every head is a quantile of that log-ratio, fitted with the
 pinball loss: the point estimate is a low quantile on purpose (a late RUL breaks machines and the
 PHM 2012 score punishes it four times harder), the others bound the interval. A linear body by

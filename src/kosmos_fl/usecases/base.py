@@ -59,6 +59,12 @@ class UseCase(ABC):
     #: applies them when its config file is written for another use case, whose training block
     #: would not fit this one. Empty: the config's settings.
     session_defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Held-out units the server evaluates when its config names none (``test_bearings`` /
+    #: ``test_units``); empty: none by default.
+    default_test_units: ClassVar[Sequence[str]] = ()
+    #: Units a client trains on per client id the server assigned, when its config names none
+    #: (the 2021 bearing assignment); empty: everything at the client's ``data_path``.
+    default_units_per_client: ClassVar[Mapping[int, Sequence[str]]] = {}
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         try:

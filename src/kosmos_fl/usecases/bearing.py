@@ -12,16 +12,42 @@ import pandas as pd
 from pydantic import Field, field_validator
 from torch import nn
 
-from kosmos_fl.data.femto import DEFAULT_BEARINGS_PER_CLIENT, DEFAULT_TEST_BEARINGS
-from kosmos_fl.data.health import health_inputs, n_health_inputs, n_passthrough_inputs, smooth_failure_time
-from kosmos_fl.data.onset import RATIO_INPUTS, ratio_inputs
-from kosmos_fl.data.processed import ProcessedBearing, list_bearings, load_bearings
+from kosmos_fl.data.bearing.health import (
+    health_inputs,
+    n_health_inputs,
+    n_passthrough_inputs,
+    smooth_failure_time,
+)
+from kosmos_fl.data.bearing.onset import RATIO_INPUTS, ratio_inputs
+from kosmos_fl.data.bearing.processed import ProcessedBearing, list_bearings, load_bearings
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.metrics import regression_report
 from kosmos_fl.ml.models import Cnn2021, CnnPadded, Ffnn2021, RulMlp
 from kosmos_fl.ml.ratio import RulRatio
 from kosmos_fl.ml.train import predict, predict_heads
 from kosmos_fl.usecases.base import ArrayDataset, UseCase, UseCaseParams
+
+#: The 11 test bearings of the IEEE PHM 2012 challenge, the 2021 server's default.
+DEFAULT_TEST_BEARINGS: tuple[str, ...] = (
+    "Bearing1_3",
+    "Bearing1_4",
+    "Bearing1_5",
+    "Bearing1_6",
+    "Bearing1_7",
+    "Bearing2_3",
+    "Bearing2_4",
+    "Bearing2_5",
+    "Bearing2_6",
+    "Bearing2_7",
+    "Bearing3_3",
+)
+
+#: The 2021 assignment of FEMTO learning bearings to client ids.
+DEFAULT_BEARINGS_PER_CLIENT: dict[int, list[str]] = {
+    0: ["Bearing1_1", "Bearing1_2"],
+    1: ["Bearing2_1", "Bearing2_2"],
+    2: ["Bearing3_1", "Bearing3_2"],
+}
 
 SECONDS_PER_HOUR = 3600.0
 #: Models whose inputs are built from a bearing's history: their predictions can be smoothed and
@@ -32,9 +58,9 @@ HISTORY_MODELS = ("mlp", "ratio")
 class BearingParams(UseCaseParams):
     #: ``cnn``: the 2021 CNN on STFT spectra; ``ffnn``: the 2021 network on 54 features;
     #: ``mlp``: a small MLP with interval heads on health-indicator inputs built from each
-    #: bearing's history (:mod:`kosmos_fl.data.health`), the options below; ``ratio``: RUL as a
+    #: bearing's history (:mod:`kosmos_fl.data.bearing.health`), the options below; ``ratio``: RUL as a
     #: learnt multiple of the elapsed time from per-bearing normalised health indicators
-    #: (:mod:`kosmos_fl.ml.ratio`, :mod:`kosmos_fl.data.onset`); ``cnn_padded``: the CNN with
+    #: (:mod:`kosmos_fl.ml.ratio`, :mod:`kosmos_fl.data.bearing.onset`); ``cnn_padded``: the CNN with
     #: 'same' padding and ReLU that ``cnn`` was before.
     model: Literal["cnn", "ffnn", "mlp", "ratio", "cnn_padded"] = "cnn"
     #: ``ffnn``: the 2021 options: feature names (2021 names such as ``mean``,
@@ -50,7 +76,7 @@ class BearingParams(UseCaseParams):
     @field_validator("ffnn_features")
     @classmethod
     def _ffnn_features_known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from kosmos_fl.data.features import FEATURE_NAMES
+        from kosmos_fl.data.bearing.features import FEATURE_NAMES
 
         unknown = [f for f in value or () if f not in FEATURE_NAMES]
         if unknown or (value is not None and not value):
@@ -88,7 +114,7 @@ class BearingParams(UseCaseParams):
     #: validation on the training bearings (bench/bench_accuracy.py) corrects that.
     interval_scale: float = Field(5.06, gt=0)
     #: ``mlp``: span (snapshots) of the running mean of implied failure times applied to each
-    #: bearing's predictions (:func:`~kosmos_fl.data.health.smooth_failure_time`); 0 = off.
+    #: bearing's predictions (:func:`~kosmos_fl.data.bearing.health.smooth_failure_time`); 0 = off.
     #: 1000 snapshots (about 3 h at one per 10 s) with ``smooth_down_span`` 30 (5 min) and
     #: ``balance_bearings``: the selection's winner.
     smooth_span: float = 1000.0
@@ -147,6 +173,8 @@ class BearingUseCase(UseCase):
     version = "1.2"
     target_unit = "hours"
     Params = BearingParams
+    default_test_units = DEFAULT_TEST_BEARINGS
+    default_units_per_client = DEFAULT_BEARINGS_PER_CLIENT
     params: BearingParams
 
     def _bearings(self, data_path: Path, names: Sequence[str] | None) -> dict[str, ProcessedBearing]:
@@ -176,7 +204,7 @@ class BearingUseCase(UseCase):
 
     def _ffnn_columns(self) -> list[int]:
         """Feature columns of the ``ffnn`` (both axes of each of ``ffnn_features``)."""
-        from kosmos_fl.data.features import AXES, FEATURE_COLUMNS, FEATURE_NAMES
+        from kosmos_fl.data.bearing.features import AXES, FEATURE_COLUMNS, FEATURE_NAMES
 
         names = self.params.ffnn_features or FEATURE_NAMES
         return [FEATURE_COLUMNS.index(f"{axis}_{n}") for axis in AXES for n in names]

@@ -14,7 +14,7 @@ stored with the model's parameters in MLflow. ``bench/bench_cmapss.py`` measures
 
 ``data_path`` is a NASA text file (``train_FD00x.txt``; ``test_FD00x.txt`` with ``RUL_FD00x.txt``
 next to it for true labels), a folder holding exactly one ``train_*.txt``, or a PostgreSQL DSN
-with the table in the ``table`` parameter (see :mod:`kosmos_fl.data.postgres`).
+with the table in the ``table`` parameter (see :mod:`kosmos_fl.data.turbofan.postgres`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,8 @@ import pandas as pd
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from torch import nn
 
-from kosmos_fl.data.cmapss import (
-    DEFAULT_CAP,
-    DEFAULT_SENSORS,
-    SENSOR_COLUMNS,
-    SETTING_COLUMNS,
-    add_rul,
-    read_cmapss,
-    read_rul_file,
-)
+from kosmos_fl.data.turbofan.cmapss import DEFAULT_CAP, DEFAULT_SENSORS, SENSOR_COLUMNS, SETTING_COLUMNS
+from kosmos_fl.data.turbofan.source import read_engines, shown
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.metrics import mae, phm08_score, regression_report, rmse
 from kosmos_fl.ml.models import CnnRul, Lstm2021, Lstm2021Kosmos
@@ -112,7 +105,7 @@ class TurbofanParams(UseCaseParams):
     @classmethod
     def _2021_names(cls, value: Any) -> Any:
         """2021 column names (``sensor_02``) as today's (``s_2``)."""
-        from kosmos_fl.data.turbofan2021 import current_name
+        from kosmos_fl.data.turbofan.turbofan2021 import current_name
 
         if isinstance(value, str):
             value = [value]
@@ -180,46 +173,9 @@ class TurbofanUseCase(UseCase):
         """Rows of ``units`` (None: all) with the input columns and ``rul`` (capped; NaN when the
         source has no labels), sorted by unit and cycle."""
         p = self.params
-        dsn = _dsn_of(data_path)
-        if dsn is not None:
-            from kosmos_fl.data.postgres import RUL_COLUMN, read_cmapss_table
-            from kosmos_fl.data.turbofan2021 import read_2021_table
-
-            if not p.table:
-                raise DataError("data_path is a PostgreSQL DSN: set the use case parameter 'table' too")
-            old = read_2021_table(dsn, p.table, p.file_id)  # the 2021 table layout, else None
-            if old is not None:
-                df = old.assign(rul=np.minimum(old["rul"].to_numpy(np.float64), p.rul_cap))
-                if units is not None:
-                    df = df[df["unit"].isin(units)]
-            elif p.file_id is not None:
-                raise DataError(f"table '{p.table}' has no file_id column; remove the parameter file_id")
-            else:
-                df = read_cmapss_table(dsn, p.table, columns=p.sensors, units=units)
-                if RUL_COLUMN in df.columns:
-                    df["rul"] = np.minimum(df[RUL_COLUMN].to_numpy(np.float64), p.rul_cap)
-                else:
-                    df = add_rul(df, cap=p.rul_cap)
-        else:
-            df = _read_file(_data_file(Path(data_path)), p.rul_cap, p.file_id)
-            if units is not None:
-                df = df[df["unit"].isin(units)]
-        if units is not None:
-            lacking = sorted(set(units) - set(df["unit"].unique().tolist()))
-            if lacking:
-                raise DataError(
-                    f"engine unit(s) {', '.join(map(str, lacking[:10]))} not found in "
-                    f"{_shown(data_path)}; check the selected units"
-                )
-        if df.empty:
-            raise DataError(f"no engine data in {_shown(data_path)}")
-        missing = [c for c in p.sensors if c not in df.columns]
-        if missing:
-            raise DataError(
-                f"{_shown(data_path)} has no column(s) {', '.join(missing)}; fix the use case "
-                f"parameter sensors (remaining_sensors)"
-            )
-        return df.reset_index(drop=True)
+        return read_engines(
+            data_path, units, columns=p.sensors, rul_cap=p.rul_cap, table=p.table, file_id=p.file_id
+        )
 
     def _arrays(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Windows ending at every row of ``df`` and their targets."""
@@ -240,7 +196,7 @@ class TurbofanUseCase(UseCase):
     def _labelled(self, df: pd.DataFrame, data_path: Path | str) -> pd.DataFrame:
         if df["rul"].isna().any():
             raise DataError(
-                f"{_shown(data_path)} has no true RUL labels: use a train_FD00x.txt file, put "
+                f"{shown(data_path)} has no true RUL labels: use a train_FD00x.txt file, put "
                 f"RUL_FD00x.txt next to the test file, or give the table a 'rul' column"
             )
         return df
@@ -272,7 +228,7 @@ class TurbofanUseCase(UseCase):
         units = np.unique(self._load(data_path)["unit"].to_numpy())
         if num_clients < 1 or len(units) < num_clients + 1:
             raise DataError(
-                f"{_shown(data_path)} holds {len(units)} engines: too few for {num_clients} clients "
+                f"{shown(data_path)} holds {len(units)} engines: too few for {num_clients} clients "
                 f"plus held-out engines"
             )
         n_test = min(max(1, round(self.params.holdout_fraction * len(units))), len(units) - num_clients)
@@ -347,7 +303,7 @@ def cycle_windows(values: np.ndarray, units: np.ndarray, seq_len: int) -> np.nda
     float32. Steps before a unit's first cycle are zero and the last channel is the mask (1 for a
     real cycle), so every cycle of a unit, even the first, gets a prediction.
 
-    (``kosmos_fl.data.cmapss.make_windows`` only yields windows from cycle ``seq_len`` on.)
+    (``kosmos_fl.data.turbofan.cmapss.make_windows`` only yields windows from cycle ``seq_len`` on.)
     """
     n = len(values)
     starts_at = np.r_[0, np.flatnonzero(units[1:] != units[:-1]) + 1]
@@ -372,55 +328,3 @@ def parse_units(names: Sequence[str] | None) -> list[int] | None:
             raise DataError(f"{name!r} is not an engine unit; name units by number, e.g. '12' or 'unit12'")
         out.append(int(m[1]))
     return list(dict.fromkeys(out))
-
-
-def _dsn_of(data_path: Path | str) -> str | None:
-    """The PostgreSQL DSN in ``data_path``, also when it arrived as a ``Path`` (which squeezes
-    ``//``) or was prefixed with a working directory by path resolution."""
-    from kosmos_fl.data.postgres import normalize_dsn
-
-    text = str(data_path)
-    m = re.search(r"postgres(?:ql)?(?:\+[a-z0-9_]+)?:/", text, re.IGNORECASE)
-    return normalize_dsn(text[m.start() :]) if m else None
-
-
-def _shown(data_path: Path | str) -> str:
-    from kosmos_fl.data.postgres import redact_dsn
-
-    dsn = _dsn_of(data_path)
-    return redact_dsn(dsn) if dsn else str(data_path)
-
-
-def _data_file(path: Path) -> Path:
-    """``path`` itself, or the single ``train_*.txt`` in the folder ``path``."""
-    if path.is_dir():
-        found = sorted(path.glob("train_*.txt"))
-        if len(found) != 1:
-            what = ", ".join(f.name for f in found) if found else "none"
-            raise DataError(
-                f"{path} is a folder with {len(found)} train_*.txt files ({what}); point data_path "
-                f"at one C-MAPSS file"
-            )
-        return found[0]
-    if not path.exists():
-        raise DataError(f"C-MAPSS data {path} does not exist; check data_path")
-    return path
-
-
-def _read_file(path: Path, cap: float, file_id: int | None = None) -> pd.DataFrame:
-    """A NASA file with capped labels: run-to-failure for train files, from ``RUL_FD00x.txt`` for
-    test files when it lies beside them, else NaN; or a 2021 KOSMoS CSV with its ``rul`` column."""
-    from kosmos_fl.data.turbofan2021 import is_2021_csv, read_2021_csv
-
-    if is_2021_csv(path):
-        df = read_2021_csv(path, file_id)
-        return df.assign(rul=np.minimum(df["rul"].to_numpy(np.float64), cap))
-    if file_id is not None:
-        raise DataError(f"{path} is a NASA file without file_id column; remove the parameter file_id")
-    df = read_cmapss(path)
-    if not path.name.lower().startswith("test_"):
-        return add_rul(df, cap=cap)
-    rul_file = path.with_name("RUL_" + path.name[len("test_") :])
-    if rul_file.is_file():
-        return add_rul(df, cap=cap, final_rul=read_rul_file(rul_file))
-    return df.assign(rul=np.nan)

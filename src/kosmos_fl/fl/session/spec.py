@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kosmos_fl.fl.privacy_config import DifferentialPrivacyConfig, SecureAggregationConfig
+from kosmos_fl.config.privacy import DifferentialPrivacyConfig, SecureAggregationConfig
 from kosmos_fl.fl.session.folder import write_atomic
 
 

@@ -157,7 +157,7 @@ def plan_data(usecase: Any, data_path: Path, num_clients: int) -> SimulationPlan
 
 def generate_data(out: Path, snapshots: int, seed: int = 7) -> Path:
     """A generated FEMTO-format set: the 2021 bearings of two sites plus two test bearings."""
-    from kosmos_fl.data.generate import generate_dataset
+    from kosmos_fl.data.bearing.generate import generate_dataset
 
     marker = out / f".generated-{snapshots}-{seed}"
     if not marker.exists():

@@ -1,0 +1,66 @@
+"""The server's security settings: profile, TLS, client authentication, admin token, update caps
+(docs/SECURITY.md)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from kosmos_fl.config.base import ConfigModel
+
+
+class TLSConfig(ConfigModel):
+    """Server certificate, its key and the CA clients verify it with (all three, or none)."""
+
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certfile: str | None = None
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> Self:
+        given = {k: getattr(self, k) for k in ("certfile", "keyfile", "ca_certfile")}
+        missing = [k for k, v in given.items() if not v]
+        if len(missing) not in (0, 3):
+            raise ValueError(
+                f"set certfile, keyfile and ca_certfile together (missing: {', '.join(missing)}); "
+                "`kosmos-fl certs init` writes all three"
+            )
+        return self
+
+
+class SecuritySection(ConfigModel):
+    """Who may connect and how: ``production`` refuses to start without TLS and client auth."""
+
+    #: Reject an update whose norm is above this multiple of the other clients' median (null: off).
+    max_update_norm_ratio: float | None = Field(10.0, gt=1)
+    #: Reject an update whose norm ``||w_client - w_global||`` is above this (null: no absolute cap).
+    max_update_norm: float | None = Field(None, gt=0)
+    #: Security (docs/SECURITY.md): ``production`` refuses to start without TLS and client auth.
+    profile: Literal["development", "production"] = "development"
+    #: Accept plain traffic on network addresses (prints a warning); never in production.
+    insecure: bool = False
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    #: Client credentials: ``auto`` requires them whenever TLS is on.
+    client_auth: Literal["auto", "required", "off"] = "auto"
+    #: Registry of onboarded clients (default ``<work_dir>/security/clients.json``).
+    clients_file: str | None = None
+    #: Secret guarding the admin side (dashboard, ``/metrics``): HTTP basic auth with this as the
+    #: password (any user name) or ``Authorization: Bearer <token>``. Unset: open, with a warning.
+    admin_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _production(self) -> Self:
+        if self.profile == "production":
+            if self.insecure:
+                raise ValueError("profile 'production' does not allow insecure; remove insecure / --insecure")
+            if not self.tls.certfile:
+                raise ValueError(
+                    "profile 'production' requires TLS: set tls.certfile, tls.keyfile and "
+                    "tls.ca_certfile (`kosmos-fl certs init` makes development ones)"
+                )
+            if self.client_auth == "off":
+                raise ValueError(
+                    "profile 'production' requires client authentication; remove client_auth: off"
+                )
+        return self

@@ -1,0 +1,133 @@
+"""What one federated session is: clients, rounds, use case, strategy, training, MLflow naming."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+
+from kosmos_fl.config.base import ConfigModel
+from kosmos_fl.errors import KosmosError
+
+if TYPE_CHECKING:
+    from kosmos_fl.usecases.base import UseCase
+
+STRATEGIES = (
+    "FedAvg",
+    "FedProx",
+    "FedAdam",
+    "FedYogi",
+    "FedAdagrad",
+    "FedAvgM",
+    "FedMedian",
+    "FedTrimmedAvg",
+    "Krum",
+    "MultiKrum",
+    "Bulyan",
+)
+
+
+def usecase_defaults(name: str) -> type[UseCase] | None:
+    """The installed use case ``name``, whose class attributes hold its default units; None when it
+    is not installed (loading the use case names that problem later, with its fix)."""
+    from kosmos_fl.usecases import usecase_class
+
+    try:
+        return usecase_class(name)
+    except KosmosError:
+        return None
+
+
+class StrategyConfig(ConfigModel):
+    """Which Flower strategy aggregates the client updates, and its keyword arguments."""
+
+    name: Literal[STRATEGIES] = "FedAvg"  # type: ignore[valid-type]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class UseCaseConfig(ConfigModel):
+    """The use case (a plug-in) and its parameters.
+
+    ``params`` stay on the server (for example where its test data lives); ``broadcast_params``
+    are sent to every client in ``start_train`` as ``usecase_params``.
+    """
+
+    name: str = "BearingUseCase"
+    params: dict[str, Any] = Field(default_factory=dict)
+    broadcast_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingConfig(ConfigModel):
+    """Local training on each client, sent to clients with every round."""
+
+    local_epochs: int = Field(1, ge=1, le=1000)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    batch_size: int = Field(32, ge=1, le=65536)
+    seed: int = 42
+
+
+def _default_test_units(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The configured use case's held-out units (the bearing use case: the 2021 test bearings)."""
+    usecase = data.get("usecase")
+    found = usecase_defaults(usecase.name) if isinstance(usecase, UseCaseConfig) else None
+    return tuple(found.default_test_units) if found is not None else ()
+
+
+class SessionSection(ConfigModel):
+    """The session the server runs once ``num_clients`` eligible clients wait (the 2021 keys first)."""
+
+    num_clients: int = Field(3, ge=1, le=10_000)
+    mlflow_experiment_name: str = Field("Default", min_length=1)
+    tags: dict[str, str] = Field(default_factory=dict)
+    n_federated_train_epoch: int = Field(5, ge=1, le=100_000)
+    usecase: UseCaseConfig = Field(default_factory=UseCaseConfig)
+    #: Held-out units the server evaluates every round (bearings; engine units for turbofan);
+    #: unset: the use case's own default (the bearing use case: the 11 PHM 2012 test bearings).
+    test_bearings: tuple[str, ...] = Field(
+        default_factory=_default_test_units, validation_alias=AliasChoices("test_bearings", "test_units")
+    )
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    #: Where the server finds its held-out test data (bearing folders, or a file for turbofan).
+    data_path: str = "./data"
+    work_dir: str = "./kosmos-work"
+    registered_model_name: str | None = None
+    #: Updates a round needs to count (quorum); unset: all but one with 3+ clients, else all.
+    min_fit_clients: int | None = Field(None, ge=1, le=10_000)
+    #: Resume an interrupted session from its last checkpointed round at start-up (``--resume``).
+    resume: bool = False
+    #: After each round, also let the clients evaluate the global model on their own training data
+    #: (as the 2021 clients did); logged per client as ``RMSE_client<id>`` and weighted as ``RMSE_clients``.
+    federated_evaluation: bool = False
+    #: Share of the round's clients asked to evaluate when ``federated_evaluation`` is on.
+    fraction_evaluate: float = Field(1.0, gt=0, le=1)
+
+    @property
+    def quorum(self) -> int:
+        """The effective ``min_fit_clients``."""
+        if self.min_fit_clients is not None:
+            return self.min_fit_clients
+        return self.num_clients - 1 if self.num_clients >= 3 else self.num_clients
+
+    @model_validator(mode="after")
+    def _quorum_fits(self) -> Self:
+        if self.min_fit_clients is not None and self.min_fit_clients > self.num_clients:
+            raise ValueError(
+                f"min_fit_clients ({self.min_fit_clients}) cannot exceed num_clients ({self.num_clients})"
+            )
+        return self
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("test_bearings", mode="before")
+    @classmethod
+    def _bearings_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value

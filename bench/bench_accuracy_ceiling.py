@@ -7,7 +7,7 @@ This script measures what is *possible* there, on the same folds and with the sa
 a missed target can be told apart from a missed model:
 
 * **where the cut-offs lie**: how many of the 80 are after a degradation onset that a causal
-  detector can see (``kosmos_fl.data.onset``: smoothed RMS x1.5 / x2.5 its start, held 1 min);
+  detector can see (``kosmos_fl.data.bearing.onset``: smoothed RMS x1.5 / x2.5 its start, held 1 min);
 * **the issue's heuristic family**: the PHM-best constant (fitted on the training folds) before
   onset, after it the health indicator (smoothed log peak or log RMS) extrapolated linearly over a
   recent window to the 20 g failure threshold (FEMTO stopped a test when the amplitude passed 20 g).
@@ -32,9 +32,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_accuracy as ba
-from kosmos_fl.data.health import ewma
-from kosmos_fl.data.onset import ONSET_LEVELS, onset_hours, peak_and_rms, relative_level
-from kosmos_fl.data.processed import ProcessedBearing
+from kosmos_fl.data.bearing.health import ewma
+from kosmos_fl.data.bearing.onset import ONSET_LEVELS, onset_hours, peak_and_rms, relative_level
+from kosmos_fl.data.bearing.processed import ProcessedBearing
 from kosmos_fl.ml.metrics import cutoff_indices, overestimate_share, phm2012_at_cutoffs
 from kosmos_fl.ml.survival import fit_constant
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from kosmos_fl.config import load_server_config
+from kosmos_fl.config import ServerConfig, load_server_config
 from kosmos_fl.errors import DataError, FederationError
 from kosmos_fl.fl.session import SessionFolder, read_progress
 from kosmos_fl.localfed import LocalFederation
@@ -111,22 +111,7 @@ def run_demo(
         console.print(f"[yellow]Configured test bearings not in {data_dir}: {', '.join(missing)}[/]")
 
     mlflow_dir = mlflow_address if "://" in mlflow_address else str(Path(mlflow_address).resolve())
-    values = {
-        **json.loads(base.model_dump_json()),
-        "num_clients": NUM_CLIENTS,
-        "mlflow_server_address": mlflow_dir,
-        "data_path": str(data_dir),
-        "test_bearings": test,
-        "work_dir": str(work_dir / "server"),
-    }
-    if base.usecase.name != usecase:
-        values = with_usecase_defaults(values, usecase)
-    if rounds is None and data is None and usecase == "BearingUseCase":
-        rounds = min(base.n_federated_train_epoch, GENERATED_DEMO_ROUNDS)
-    if rounds is not None:
-        values["n_federated_train_epoch"] = rounds
-    for key in ("flwr_server_address", "socketio_address"):
-        values.pop(key)
+    values = _server_values(base, usecase, data, rounds, data_dir, test, mlflow_dir, work_dir)
     fed = LocalFederation(work_dir)
     try:
         fed.start_server(**values)
@@ -149,8 +134,45 @@ def run_demo(
             console.print(f"[yellow]had to kill {len(leftovers)} process(es) that did not stop[/]")
     if summary["status"] != "completed":
         raise FederationError(f"the demo session failed: {summary.get('reason')}")
+    _report(summary, time.monotonic() - t_start, mlflow_dir, data_dir)
+    return summary
+
+
+def _server_values(
+    base: ServerConfig,
+    usecase: str,
+    data: Path | None,
+    rounds: int | None,
+    data_dir: Path,
+    test: list[str],
+    mlflow_dir: str,
+    work_dir: Path,
+) -> dict[str, Any]:
+    """The demo server's settings: the config's, with this demo's clients, data, test units,
+    stores and rounds (a short run on generated data unless ``--rounds`` says otherwise)."""
+    values = {
+        **json.loads(base.model_dump_json()),
+        "num_clients": NUM_CLIENTS,
+        "mlflow_server_address": mlflow_dir,
+        "data_path": str(data_dir),
+        "test_bearings": test,
+        "work_dir": str(work_dir / "server"),
+    }
+    if base.usecase.name != usecase:
+        values = with_usecase_defaults(values, usecase)
+    if rounds is None and data is None and usecase == "BearingUseCase":
+        rounds = min(base.n_federated_train_epoch, GENERATED_DEMO_ROUNDS)
+    if rounds is not None:
+        values["n_federated_train_epoch"] = rounds
+    for key in ("flwr_server_address", "socketio_address"):
+        values.pop(key)
+    return values
+
+
+def _report(summary: dict[str, Any], seconds: float, mlflow_dir: str, data_dir: Path) -> None:
+    """Where the results are and the command to try the model."""
     uri = summary["model_uri"]
-    console.print(f"\n[bold green]Session completed[/] in {time.monotonic() - t_start:.0f} s")
+    console.print(f"\n[bold green]Session completed[/] in {seconds:.0f} s")
     console.print(
         f"MLflow run     : {summary['mlflow_run_id']} (store: {mlflow_dir}; "
         f"browse with `mlflow ui --backend-store-uri sqlite:///{mlflow_dir}/mlflow.db`)"
@@ -160,7 +182,6 @@ def run_demo(
     console.print(f"Plots          : {Path(summary['out_dir']) / 'plots'}")
     console.print(f"Registered model: {uri}")
     console.print(f"Try            : kosmos-fl predict --model {uri} --data {data_dir} --mlflow {mlflow_dir}")
-    return summary
 
 
 def _follow(fed: LocalFederation) -> dict[str, Any]:

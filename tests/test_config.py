@@ -107,3 +107,18 @@ def test_num_clients_fuzz_never_crashes(value: object) -> None:
         assert "num_clients" in str(exc)
     else:
         assert isinstance(cfg.num_clients, int) and cfg.num_clients >= 1
+
+
+def test_relative_config_path_reads_the_file_in_the_current_folder(tmp_path: Path) -> None:
+    """Issue 20: `-c config.yaml` in another folder must read that folder's file, not a
+    config.yaml that sits beside the venv (the checkout's, in the `make setup` layout)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "config.yaml").write_text("num_clientz: 2\n")
+    exe = Path(sys.executable).parent / "kosmos-fl"
+    done = subprocess.run(
+        [str(exe), "server", "-c", "config.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "num_clientz" in done.stderr and "did you mean 'num_clients'" in done.stderr, done.stderr

@@ -48,7 +48,9 @@ def read_settings(path: Path | None) -> dict[str, Any]:
             raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
-        files.append(str(path))
+        # absolute: dynaconf looks a relative name up beside the running script and in its parent
+        # folders before the current one, so `-c config.yaml` could read the checkout's file
+        files.append(str(path.resolve()))
     try:
         settings = Dynaconf(
             settings_files=files,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from kosmos_fl.config.base import ConfigModel
+from kosmos_fl.config.privacy import SecureAggregationConfig
 from kosmos_fl.errors import KosmosError
 
 if TYPE_CHECKING:
@@ -37,6 +38,19 @@ def usecase_defaults(name: str) -> type[UseCase] | None:
         return usecase_class(name)
     except KosmosError:
         return None
+
+
+def decide_quorum(
+    num_clients: int, min_fit_clients: int | None, secure_aggregation: SecureAggregationConfig | None = None
+) -> int:
+    """The accepted updates a round needs: ``min_fit_clients`` if set, else all but one with 3+
+    clients (all with fewer); SecAgg+ needs at least its own quorum to unmask the sum."""
+    quorum = min_fit_clients
+    if quorum is None:
+        quorum = num_clients - 1 if num_clients >= 3 else num_clients
+    if secure_aggregation is not None:  # SecAgg+ survives dropouts down to its quorum
+        quorum = max(secure_aggregation.quorum(num_clients), quorum)
+    return quorum
 
 
 class StrategyConfig(ConfigModel):
@@ -105,10 +119,8 @@ class SessionSection(ConfigModel):
 
     @property
     def quorum(self) -> int:
-        """The effective ``min_fit_clients``."""
-        if self.min_fit_clients is not None:
-            return self.min_fit_clients
-        return self.num_clients - 1 if self.num_clients >= 3 else self.num_clients
+        """The effective ``min_fit_clients`` (:func:`decide_quorum`, without SecAgg+)."""
+        return decide_quorum(self.num_clients, self.min_fit_clients)
 
     @model_validator(mode="after")
     def _quorum_fits(self) -> Self:

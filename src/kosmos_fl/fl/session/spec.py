@@ -1,5 +1,5 @@
-"""The session spec (server side) and node spec (client side), made from the server config, and
-the quorum of a session."""
+"""The session spec (server side) and node spec (client side), made from the server config (the
+quorum is :func:`kosmos_fl.config.session.decide_quorum`, re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from kosmos_fl.config.privacy import DifferentialPrivacyConfig, SecureAggregationConfig
+from kosmos_fl.config.session import decide_quorum
 from kosmos_fl.fl.session.folder import write_atomic
-
-
-def decide_quorum(
-    num_clients: int, min_fit_clients: int | None, secure_aggregation: SecureAggregationConfig | None = None
-) -> int:
-    """The accepted updates a round needs: ``min_fit_clients`` if set, else all but one with 3+
-    clients (all with fewer); SecAgg+ needs at least its own quorum to unmask the sum."""
-    quorum = min_fit_clients
-    if quorum is None:
-        quorum = num_clients - 1 if num_clients >= 3 else num_clients
-    if secure_aggregation is not None:  # SecAgg+ survives dropouts down to its quorum
-        quorum = max(secure_aggregation.quorum(num_clients), quorum)
-    return quorum
 
 
 class _Spec(BaseModel):
@@ -191,3 +179,6 @@ class SessionSettings(Protocol):
     def federated_evaluation(self) -> bool: ...
     @property
     def fraction_evaluate(self) -> float: ...
+
+
+__all__ = ["NodeSpec", "SessionSettings", "SessionSpec", "decide_quorum"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kosmos_fl.data.bearing.generate import generate_dataset
-from kosmos_fl.data.turbofan.cmapss import generate_cmapss
+from kosmos_fl.data.turbofan.generate import generate_cmapss
 from kosmos_fl.fl.session import read_progress
 from kosmos_fl.localfed import LocalFederation
 from kosmos_fl.usecases.turbofan import TurbofanUseCase

@@ -55,7 +55,8 @@ def write_2021_turbofan_csv(path: Path, units: int = 12, seed: int = 3) -> Path:
     ``unit_num``, ``setting_1..3``, ``sensor_01..sensor_21``, the label ``rul`` and ``file_id``
     (rows of file 1 and of a second file 2 whose unit numbers repeat); no cycle column, the row
     order is the cycle order as in 2021."""
-    from kosmos_fl.data.turbofan.cmapss import add_rul, generate_cmapss, read_cmapss
+    from kosmos_fl.data.turbofan.cmapss import add_rul, read_cmapss
+    from kosmos_fl.data.turbofan.generate import generate_cmapss
 
     frames = []
     for file_id in (1, 2):

@@ -22,7 +22,7 @@ from kosmos_fl.usecases import load_usecase
 @pytest.fixture(scope="module")
 def cmapss_train(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated NASA-format train_FD001.txt (12 engines)."""
-    from kosmos_fl.data.turbofan.cmapss import generate_cmapss
+    from kosmos_fl.data.turbofan.generate import generate_cmapss
 
     return generate_cmapss(tmp_path_factory.mktemp("cmapss"), units=12, seed=5)
 

@@ -13,7 +13,7 @@ from tests.conftest import shared_datasets
 @pytest.fixture(scope="session")
 def cmapss_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated FD001-like folder: train_FD001.txt (20 engines), test_FD001.txt, RUL_FD001.txt."""
-    from kosmos_fl.data.turbofan.cmapss import generate_cmapss
+    from kosmos_fl.data.turbofan.generate import generate_cmapss
 
     folder = tmp_path_factory.mktemp("cmapss")
     generate_cmapss(folder, units=20, seed=3)

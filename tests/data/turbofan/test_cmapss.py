@@ -14,7 +14,6 @@ from kosmos_fl.data.turbofan.cmapss import (
     DEFAULT_SENSORS,
     Normalizer,
     add_rul,
-    generate_cmapss,
     last_windows,
     load_cmapss,
     make_windows,
@@ -22,6 +21,7 @@ from kosmos_fl.data.turbofan.cmapss import (
     read_rul_file,
     split_units,
 )
+from kosmos_fl.data.turbofan.generate import generate_cmapss
 from kosmos_fl.errors import DataError, DataFormatError
 
 

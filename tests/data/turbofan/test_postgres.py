@@ -13,7 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from kosmos_fl.data.turbofan.cmapss import generate_cmapss, read_cmapss
+from kosmos_fl.data.turbofan.cmapss import read_cmapss
+from kosmos_fl.data.turbofan.generate import generate_cmapss
 from kosmos_fl.data.turbofan.postgres import (
     drop_table,
     import_cmapss,

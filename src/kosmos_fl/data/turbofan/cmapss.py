@@ -60,13 +60,24 @@ def read_cmapss(path: Path) -> pd.DataFrame:
         row = int(np.flatnonzero(df.isna().to_numpy().any(axis=1))[0]) + 1
         raise DataFormatError(f"{path}: line {row} has missing values")
     df.columns = list(COLUMNS)
+    return sorted_by_unit_cycle(
+        df,
+        min_id=1,
+        bad_ids=f"{path}: unit and cycle must be positive integers",
+        repeated=f"{path}: a unit repeats a cycle number",
+    )
+
+
+def sorted_by_unit_cycle(df: pd.DataFrame, *, min_id: int, bad_ids: str, repeated: str) -> pd.DataFrame:
+    """``df`` with integer ``unit`` / ``cycle`` columns, sorted by them; ``bad_ids`` is the error
+    when an id is fractional or below ``min_id``, ``repeated`` when a unit repeats a cycle."""
     ids = df[["unit", "cycle"]].to_numpy()
-    if np.any(ids != np.round(ids)) or np.any(ids < 1):
-        raise DataFormatError(f"{path}: unit and cycle must be positive integers")
+    if np.any(ids != np.round(ids)) or np.any(ids < min_id):
+        raise DataFormatError(bad_ids)
     df = df.astype({"unit": np.int64, "cycle": np.int64})
     df = df.sort_values(["unit", "cycle"], kind="stable").reset_index(drop=True)
     if df.duplicated(["unit", "cycle"]).any():
-        raise DataFormatError(f"{path}: a unit repeats a cycle number")
+        raise DataFormatError(repeated)
     return df
 
 
@@ -315,82 +326,3 @@ def last_windows(
     df, starts, counts = _unit_layout(df)
     ends = np.flatnonzero(np.arange(len(df)) - starts == counts - 1)
     return _gather(df, ends, starts, columns, seq_len, pad_value, target)
-
-
-# --------------------------------------------------------------------------- generator
-
-# FD001-like healthy level, change at failure and noise of each sensor (0 change: constant)
-_SENSOR_MODEL: dict[str, tuple[float, float, float]] = {
-    "s_1": (518.67, 0.0, 0.0),
-    "s_2": (642.0, 2.0, 0.45),
-    "s_3": (1585.0, 25.0, 5.5),
-    "s_4": (1400.0, 40.0, 8.0),
-    "s_5": (14.62, 0.0, 0.0),
-    "s_6": (21.61, 0.0, 0.0),
-    "s_7": (554.0, -3.5, 0.8),
-    "s_8": (2388.05, 0.25, 0.06),
-    "s_9": (9050.0, 40.0, 18.0),
-    "s_10": (1.3, 0.0, 0.0),
-    "s_11": (47.45, 1.0, 0.25),
-    "s_12": (521.8, -3.0, 0.65),
-    "s_13": (2388.05, 0.25, 0.06),
-    "s_14": (8140.0, 30.0, 17.0),
-    "s_15": (8.42, 0.12, 0.035),
-    "s_16": (0.03, 0.0, 0.0),
-    "s_17": (392.0, 5.0, 1.4),
-    "s_18": (2388.0, 0.0, 0.0),
-    "s_19": (100.0, 0.0, 0.0),
-    "s_20": (38.85, -0.7, 0.17),
-    "s_21": (23.3, -0.4, 0.1),
-}
-_DECIMALS = {"s_17": 0, "s_18": 0, "s_6": 2, "s_15": 4, "s_21": 4, "s_16": 2}
-
-
-def _engine(rng: np.random.Generator, unit: int, life: int, rows: int) -> np.ndarray:
-    """``rows`` cycles of one engine that fails after ``life`` cycles: (rows, 26)."""
-    cycles = np.arange(1, rows + 1, dtype=np.float64)
-    k = rng.uniform(3.0, 6.0)
-    wear0 = rng.uniform(0.0, 0.1)
-    health = wear0 + (1 - wear0) * np.expm1(k * cycles / life) / np.expm1(k)
-    out = np.empty((rows, len(COLUMNS)))
-    out[:, 0] = unit
-    out[:, 1] = cycles
-    out[:, 2] = rng.normal(0.0, 0.0022, rows).round(4)
-    out[:, 3] = rng.normal(0.0, 0.0003, rows).round(4)
-    out[:, 4] = 100.0
-    for j, name in enumerate(SENSOR_COLUMNS, start=5):
-        level, change, noise = _SENSOR_MODEL[name]
-        gain = rng.uniform(0.8, 1.2)
-        value = level + gain * change * health + rng.normal(0.0, 1.0, rows) * noise
-        out[:, j] = value.round(_DECIMALS.get(name, 2))
-    return out
-
-
-def _write_rows(path: Path, rows: np.ndarray) -> None:
-    fmt = ["%d", "%d", "%.4f", "%.4f", "%.1f"] + [f"%.{_DECIMALS.get(name, 2)}f" for name in SENSOR_COLUMNS]
-    np.savetxt(path, rows, fmt=fmt, delimiter=" ", newline=" \n")
-
-
-def generate_cmapss(path: Path, *, units: int = 20, seed: int = 0, subset: str = "FD001") -> Path:
-    """Write a small seeded FD001-like data set into the folder ``path``.
-
-    Creates ``train_<subset>.txt`` (``units`` engines run to failure), ``test_<subset>.txt``
-    (``units`` other engines cut before failure) and ``RUL_<subset>.txt`` (their true remaining
-    cycles), in the NASA format with trailing spaces. Returns the train file's path.
-    """
-    if units < 1:
-        raise DataError(f"units must be >= 1, got {units}")
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    train = [_engine(rng, u, life, life) for u, life in enumerate(rng.integers(100, 260, units), start=1)]
-    test, remaining = [], []
-    for u, life in enumerate(rng.integers(100, 260, units), start=1):
-        cut = int(rng.integers(max(10, life // 4), life - 5))
-        test.append(_engine(rng, u, int(life), cut))
-        remaining.append(int(life) - cut)
-    train_path = folder / f"train_{subset}.txt"
-    _write_rows(train_path, np.concatenate(train))
-    _write_rows(folder / f"test_{subset}.txt", np.concatenate(test))
-    np.savetxt(folder / f"RUL_{subset}.txt", np.array(remaining), fmt="%d")
-    return train_path

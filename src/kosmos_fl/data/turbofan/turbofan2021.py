@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kosmos_fl.data.turbofan.cmapss import sorted_by_unit_cycle
 from kosmos_fl.errors import DataError, DataFormatError
 
 UNIT_2021 = "unit_num"
@@ -77,14 +78,12 @@ def to_current(df: pd.DataFrame, where: str, file_id: int | None = None) -> pd.D
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + 1
         raise DataFormatError(f"{where}: data row {row} has a missing or non-numeric value")
-    ids = out[["unit", "cycle"]].to_numpy()
-    if np.any(ids != np.round(ids)) or np.any(ids < 0):
-        raise DataFormatError(f"{where}: unit_num and the cycle column must be whole numbers")
-    out = out.astype({"unit": np.int64, "cycle": np.int64})
-    out = out.sort_values(["unit", "cycle"], kind="stable").reset_index(drop=True)
-    if out.duplicated(["unit", "cycle"]).any():
-        raise DataFormatError(f"{where}: an engine (unit_num) repeats a cycle number")
-    return out
+    return sorted_by_unit_cycle(
+        out,
+        min_id=0,
+        bad_ids=f"{where}: unit_num and the cycle column must be whole numbers",
+        repeated=f"{where}: an engine (unit_num) repeats a cycle number",
+    )
 
 
 def is_2021_csv(path: Path) -> bool:

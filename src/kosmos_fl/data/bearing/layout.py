@@ -137,6 +137,11 @@ def read_2021_bearing(folder: Path) -> ProcessedBearing:
 def detect_layout(root: Path) -> Layout:
     """Which of the three accepted folder kinds ``root`` is."""
     root = Path(root)
+    if root.is_file():
+        raise DataError(
+            f"{root} is a file, but the bearing use case (BearingUseCase) reads a folder of bearing "
+            "folders (FEMTO: Bearing1_1/acc_*.csv); a C-MAPSS file is for TurbofanUseCase"
+        )
     if not root.is_dir():
         raise DataError(
             f"data folder {root} does not exist; create data with `kosmos-fl data generate --out "

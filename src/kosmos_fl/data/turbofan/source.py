@@ -91,15 +91,20 @@ def data_file(path: Path) -> Path:
     """``path`` itself, or the single ``train_*.txt`` in the folder ``path``."""
     if path.is_dir():
         found = sorted(path.glob("train_*.txt"))
+        if not found and any(c.is_dir() and c.name.startswith("Bearing") for c in path.iterdir()):
+            raise DataError(
+                f"{path} holds bearing folders, but the turbofan use case (TurbofanUseCase) reads one "
+                "NASA C-MAPSS file (train_FD00x.txt); bearings are for BearingUseCase"
+            )
         if len(found) != 1:
             what = ", ".join(f.name for f in found) if found else "none"
             raise DataError(
-                f"{path} is a folder with {len(found)} train_*.txt files ({what}); point data_path "
-                f"at one C-MAPSS file"
+                f"{path} is a folder with {len(found)} train_*.txt files ({what}); point the data path "
+                f"(--data or data_path) at one C-MAPSS file"
             )
         return found[0]
     if not path.exists():
-        raise DataError(f"C-MAPSS data {path} does not exist; check data_path")
+        raise DataError(f"C-MAPSS data {path} does not exist; check the data path (--data or data_path)")
     return path
 
 

@@ -10,7 +10,8 @@ print ``error: <message>`` instead of a traceback. Programming errors stay ordin
     ├── UseCaseError         unknown use case, incompatible version or bad use-case params
     ├── ProtocolError        a control-plane message that breaks the protocol
     ├── FederationError      a training session that could not run or finish
-    └── ModelError           a model URI that cannot be loaded or used for prediction
+    ├── ModelError           a model URI that cannot be loaded or used for prediction
+    └── StorageError         a disk that cannot be written (full, read-only, failing)
 """
 
 from __future__ import annotations
@@ -46,3 +47,7 @@ class FederationError(KosmosError):
 
 class ModelError(KosmosError):
     """A trained model cannot be loaded or used."""
+
+
+class StorageError(KosmosError):
+    """A file the product must write cannot be written: the disk is full, read-only or failing."""

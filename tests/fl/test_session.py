@@ -82,3 +82,32 @@ def test_write_atomic_leaves_no_temporary_file_and_can_be_private(tmp_path: Path
     write_atomic(path, lambda fh: fh.write(b"new"))
     assert path.read_bytes() == b"new"
     assert sorted(p.name for p in path.parent.iterdir()) == ["key.pem"]
+
+
+def test_a_full_disk_is_named_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Issue 21: ENOSPC while writing a session file fails with the disk named, the old file
+    intact and no 0-byte .tmp left behind."""
+    import errno
+
+    from kosmos_fl.errors import StorageError
+    from kosmos_fl.fl.session.folder import write_atomic
+
+    target = tmp_path / "session.json"
+    target.write_text("old")
+
+    def full_disk(fh: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(
+        StorageError, match=r"cannot write .*session\.json: No space left on device \(ENOSPC\)"
+    ):
+        write_atomic(target, full_disk)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["session.json"]
+
+    def bug(fh: object) -> None:
+        raise ValueError("not a disk problem")
+
+    with pytest.raises(ValueError, match="not a disk problem"):
+        write_atomic(target, bug)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["session.json"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from kosmos_fl.errors import StorageError
 from kosmos_fl.fl.session.progress import ProgressEvent, append_jsonl
 
 SESSION_FILE = "session.json"
@@ -26,6 +28,10 @@ CLIENTS_FILE = "clients.json"
 MODEL_SUMMARY_FILE = "model_summary.txt"
 
 
+#: errno values that mean the disk, not the program: full, over quota, read-only, I/O failure.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
 def write_atomic(
     path: Path, data: str | bytes | Callable[[IO[bytes]], None], *, private: bool = False
 ) -> Path:
@@ -34,19 +40,28 @@ def write_atomic(
 
     ``data`` is text (UTF-8), bytes or a function that writes into the binary file. ``private``
     makes the file readable by its owner only from the first byte on (keys, credentials)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
-    with os.fdopen(fd, "wb") as fh:
-        if callable(data):
-            data(fh)
-        else:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if private:
-        os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if private:
+            os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # never leave a half-written (or 0-byte) .tmp behind
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            raise StorageError(
+                f"cannot write {path}: {exc.strerror} ({errno.errorcode[exc.errno]}); free space on "
+                "that disk or move work_dir, then restart"
+            ) from exc
+        raise
     return path
 
 

@@ -21,7 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 
-from kosmos_fl.errors import FederationError
+from kosmos_fl.errors import FederationError, KosmosError, StorageError
 from kosmos_fl.fl import strategies
 from kosmos_fl.fl.apps import model_registry
 from kosmos_fl.fl.flower_runtime.object_pulls import use_fast_object_pulls
@@ -339,8 +339,11 @@ def main(grid: Grid, context: Context) -> None:
         if _coordinator_gone(spec.coordinator_pid) or folder.interrupted_file.exists():
             # the server crashed or stopped: leave the session resumable (no result, run not failed)
             os._exit(3)
-        reason = str(exc) if isinstance(exc, FederationError) else f"{type(exc).__name__}: {exc}"
-        folder.write_result({"status": "failed", "reason": reason, "traceback": traceback.format_exc()})
+        reason = str(exc) if isinstance(exc, KosmosError) else f"{type(exc).__name__}: {exc}"
+        try:
+            folder.write_result({"status": "failed", "reason": reason, "traceback": traceback.format_exc()})
+        except StorageError as disk:  # a full disk must not hide the reason, nor skip the MLflow tag
+            log.error("session failed: %s; its result could not be written either: %s", reason, disk)
         try:
             from kosmos_fl.fl.tracking import fail_run
 

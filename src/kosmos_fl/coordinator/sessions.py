@@ -334,14 +334,18 @@ class SessionRunner:
         result = s.result or {"status": "failed", "reason": "unknown"}
         if result.get("status") != "completed":
             log.error("session %s failed: %s", s.session_id, result.get("reason"))
+            # both best effort and independent: at once, so the clients hear sooner (a `flwr stop`
+            # alone is an interpreter start)
+            cleanup = []
             if s.mlflow_run_id:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(
-                        fail_run, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason"))
-                    )
+                cleanup.append(
+                    asyncio.to_thread(fail_run, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason")))
+                )
             if s.flower_run_id is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id, s.out_dir)
+                cleanup.append(
+                    asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id, s.out_dir)
+                )
+            await asyncio.gather(*cleanup, return_exceptions=True)
         else:
             log.info("session %s completed: %s", s.session_id, result.get("model_uri"))
         end = EndTrain(

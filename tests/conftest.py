@@ -17,6 +17,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker trains its in-process models on one torch thread: two workers
+    on two cores with two threads each only wait for one another (child processes are unchanged)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``-n 2 --dist loadgroup``), queue the end-to-end tests
+    (real processes, 30-200 s each) before the short ones: the workers take the next test when they
+    are free, so the short tests fill the gaps at the end instead of one long test running alone."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: file order kept
+
+
 def shared_datasets() -> Path:
     """../shared/datasets, or a failure that says what is missing (never a silent skip)."""
     if not (SHARED / "README.md").exists():

@@ -14,6 +14,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import kosmos_fl.coordinator.server  # noqa: F401  (imports Flower now: its log handler keeps this stderr)
+from kosmos_fl.cli import main as cli_main
 from kosmos_fl.config import load_client_config, load_server_config
 from kosmos_fl.errors import ConfigError
 
@@ -25,6 +27,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+def _one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr  # (Flower may print a warning about its strategy first)
+    return errors[0]
+
+
 def run_cli(tmp_path: Path, *argv: str, env: dict[str, str] | None = None) -> str:
     """Run ``kosmos-fl ARGV`` as a separate process (as an operator does); return its error line."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("DYNACONF_")}
@@ -33,10 +42,21 @@ def run_cli(tmp_path: Path, *argv: str, env: dict[str, str] | None = None) -> st
         cwd=tmp_path, env={**base, **(env or {})}, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr, res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.stderr  # (Flower may print a warning about its strategy first)
-    return errors[0]
+    return _one_error_line(res.stderr)
+
+
+def run_cli_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], *argv: str
+) -> str:
+    """``kosmos-fl ARGV`` through the same entry point (:func:`kosmos_fl.cli.main`) in this process:
+    the same exit status and error line as :func:`run_cli` without a 5-20 s interpreter start
+    (torch, Flower) per case; the two environment tests below keep the real process."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli_main(list(argv))
+    err = capfd.readouterr().err
+    assert exc.value.code == 2, err
+    return _one_error_line(err)
 
 
 @pytest.mark.parametrize(
@@ -50,10 +70,13 @@ def run_cli(tmp_path: Path, *argv: str, env: dict[str, str] | None = None) -> st
         ("usecase: {name: BearingUseCase, broadcast_params: {model: transformer}}\n", ["model", "cnn"]),
     ],
 )  # fmt: skip
-def test_server_refuses_bad_config_in_one_line(tmp_path: Path, text: str, needles: list[str]) -> None:
+def test_server_refuses_bad_config_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], text: str,
+    needles: list[str],
+) -> None:  # fmt: skip
     path = tmp_path / "config.yaml"
     path.write_text(f"work_dir: {tmp_path / 'w'}\n{text}", encoding="utf-8")
-    err = run_cli(tmp_path, "server", "-c", str(path))
+    err = run_cli_in_process(tmp_path, monkeypatch, capfd, "server", "-c", str(path))
     for needle in needles:
         assert needle in err, err
     assert not (tmp_path / "w").exists()  # nothing was started

@@ -118,3 +118,19 @@ def test_huge_payload_is_refused(tmp_path: Path, payload: dict) -> None:
     c = asyncio.run(scenario())
     assert c.started == []
     assert "larger than" in c.events("big", "error")[0]["message"]
+
+
+def test_mlflow_store_and_experiment_are_prepared_at_start(tmp_path: Path) -> None:
+    """``prepare_tracking`` (called when the server starts listening) creates the store and the
+    experiment before any client arrives; the first session only awaits it (issue 18)."""
+    from mlflow.tracking import MlflowClient
+
+    async def scenario() -> Pieces:
+        c = Pieces(tmp_path, server_config(tmp_path, mlflow_experiment_name="prepared"))
+        c.sessions.prepare_tracking()
+        await c.sessions._tracking_prepared()
+        return c
+
+    c = asyncio.run(scenario())
+    assert (tmp_path / "m" / "mlflow.db").is_file()
+    assert MlflowClient(tracking_uri=c.sessions.mlflow_uri).get_experiment_by_name("prepared") is not None

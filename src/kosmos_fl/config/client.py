@@ -55,7 +55,7 @@ class ClientConfig(ConfigModel):
     min_samples: int = Field(10, ge=1)
     work_dir: str = "./kosmos-work"
     client_name: str | None = None
-    #: Run ClientApps in pre-started worker processes (see kosmos_fl.fl.warm_exec); false uses
+    #: Run ClientApps in pre-started worker processes (see kosmos_fl.fl.flower_runtime.warm_exec); false uses
     #: Flower's own per-message process start (slower, kept as the benchmark baseline).
     warm_clientapp: bool = True
     #: Threads torch may use for local training (unset: torch's default, all cores). Set 1 when

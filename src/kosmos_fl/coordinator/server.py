@@ -205,6 +205,7 @@ class Coordinator:
                 f"cannot listen on socketio_address {self.config.socketio_address}: {exc.strerror}; "
                 "choose a free port"
             ) from None
+        self.sessions.prepare_tracking()  # while the clients connect, not after they are ready
         log.info(
             "KOSMoS server listening on %s (Socket.IO), SuperLink on %s, MLflow %s, TLS %s, client auth %s",
             self.config.socketio_address,

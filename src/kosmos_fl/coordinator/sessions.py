@@ -28,7 +28,7 @@ from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.fl.rounds.liveness import mark_dead
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum
-from kosmos_fl.fl.tracking import create_session_run, fail_run
+from kosmos_fl.fl.tracking import create_session_run, ensure_experiment, fail_run
 from kosmos_fl.logs import bind_session
 from kosmos_fl.usecases.base import UseCase
 
@@ -97,6 +97,24 @@ class SessionRunner:
         self._lock = asyncio.Lock()
         #: an interrupted session to continue before any new one (``--resume``)
         self.resume_point: resume.ResumePoint | None = None
+        #: the MLflow store created/migrated and the experiment made at server start (issue 18)
+        self._tracking_ready: asyncio.Task[str] | None = None
+
+    def prepare_tracking(self) -> None:
+        """Create (or migrate) the MLflow store and the experiment now, in the background, so that
+        the first session does not wait seconds for it after its clients are ready. A failure here
+        is only logged: the session's own ``create_session_run`` then reports it as before."""
+        self._tracking_ready = asyncio.create_task(
+            asyncio.to_thread(ensure_experiment, self.mlflow_uri, self.config.mlflow_experiment_name)
+        )
+
+    async def _tracking_prepared(self) -> None:
+        task, self._tracking_ready = self._tracking_ready, None
+        if task is not None:
+            try:
+                await task
+            except Exception as exc:  # reported again by the session's own call
+                log.debug("MLflow store not prepared at start: %s", exc)
 
     def _path(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -198,6 +216,7 @@ class SessionRunner:
             await self._start_resumed(s, s.resumed)
             return
         tags = {**cfg.tags, "kosmos.session_id": s.session_id, "kosmos.version": __version__}
+        await self._tracking_prepared()
         s.mlflow_run_id = await asyncio.to_thread(
             create_session_run,
             self.mlflow_uri,
@@ -221,6 +240,7 @@ class SessionRunner:
 
     async def _start_resumed(self, s: Session, point: resume.ResumePoint) -> None:
         """Continue an interrupted session: same id, folder and MLflow run, a new Flower run."""
+        await self._tracking_prepared()
         await asyncio.to_thread(resume.reopen_run, self.mlflow_uri, s.mlflow_run_id, point.round)
         # client ids are handed out afresh to the clients present now
         folder = SessionFolder(s.out_dir)
@@ -293,14 +313,18 @@ class SessionRunner:
         result = s.result or {"status": "failed", "reason": "unknown"}
         if result.get("status") != "completed":
             log.error("session %s failed: %s", s.session_id, result.get("reason"))
+            # both best effort and independent: at once, so the clients hear sooner (a `flwr stop`
+            # alone is an interpreter start)
+            cleanup = []
             if s.mlflow_run_id:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(
-                        fail_run, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason"))
-                    )
+                cleanup.append(
+                    asyncio.to_thread(fail_run, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason")))
+                )
             if s.flower_run_id is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id, s.out_dir)
+                cleanup.append(
+                    asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id, s.out_dir)
+                )
+            await asyncio.gather(*cleanup, return_exceptions=True)
         else:
             log.info("session %s completed: %s", s.session_id, result.get("model_uri"))
         end = EndTrain(

@@ -183,6 +183,7 @@ def test_import_postgres_command(database: str, table: str, cmapss_folder: Path)
     assert result.exit_code == 0, result.output
     assert f"into table '{table}'" in result.output and FAKE_PASSWORD not in result.output
     assert "postgres:***@127.0.0.1" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output  # never wrapped (issue 20)
     assert len(read_cmapss_table(database, table)) == len(read_cmapss(train))
     with pytest.raises(DataError, match="already exists"):
         import_postgres(train, table, database, if_exists="fail")

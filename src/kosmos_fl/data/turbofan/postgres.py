@@ -346,4 +346,7 @@ def import_postgres(
     from rich.console import Console
 
     n = import_cmapss(file, table, dsn, if_exists=if_exists)  # type: ignore[arg-type]
-    Console().print(f"imported {n} rows from {file} into table '{table}' at {redact_dsn(normalize_dsn(dsn))}")
+    Console().print(
+        f"imported {n} rows from {file} into table '{table}' at {redact_dsn(normalize_dsn(dsn))}",
+        soft_wrap=True,  # paths and DSNs are copied: never broken across lines (issue 20)
+    )

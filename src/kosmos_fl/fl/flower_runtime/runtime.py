@@ -258,11 +258,15 @@ def submit_run(flwr_home: Path, run_config: dict[str, Any], cwd: Path) -> int:
 
 
 def run_status(flwr_home: Path, run_id: int, cwd: Path) -> str:
-    """Flower's status of a run (``pending``, ``running``, ``finished:completed|failed|stopped``)."""
+    """Flower's status of a run (``pending``, ``running``, ``finished:completed|failed|stopped``), or
+    ``unknown`` when ``flwr ls`` did not answer in time (a busy machine): callers poll again later."""
     args = [_tool("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"]
-    res = subprocess.run(
-        args, env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
+    try:
+        res = subprocess.run(
+            args, env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "unknown"
     try:
         doc = json.loads(res.stdout[res.stdout.index("{") :])
         return str(doc["runs"][0]["status"])
@@ -271,15 +275,16 @@ def run_status(flwr_home: Path, run_id: int, cwd: Path) -> str:
 
 
 def stop_run(flwr_home: Path, run_id: int, cwd: Path) -> None:
-    """Ask the SuperLink to stop a run (best effort)."""
-    subprocess.run(
-        [_tool("flwr"), "stop", str(run_id), CONNECTION],
-        env=flower_env(flwr_home),
-        cwd=cwd,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    """Ask the SuperLink to stop a run (best effort: a ``flwr stop`` that times out is ignored)."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(
+            [_tool("flwr"), "stop", str(run_id), CONNECTION],
+            env=flower_env(flwr_home),
+            cwd=cwd,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def _flwr_json(

@@ -257,6 +257,11 @@ class ServerConfig(_Model):
                 raise ValueError(
                     "profile 'production' requires client authentication; remove client_auth: off"
                 )
+            if self.admin_token is None or not self.admin_token.get_secret_value():
+                raise ValueError(
+                    "profile 'production' requires admin_token (guards the dashboard and /metrics): "
+                    "set admin_token to a long random secret, e.g. from `openssl rand -hex 32`"
+                )
         return self
 
     #: SecAgg+ (``true`` or a mapping of options): the server sees only the sum of the updates.
@@ -305,6 +310,10 @@ class ServerConfig(_Model):
     #: Secret guarding the admin side (dashboard, ``/metrics``): HTTP basic auth with this as the
     #: password (any user name) or ``Authorization: Bearer <token>``. Unset: open, with a warning.
     admin_token: SecretStr | None = None
+    #: Host names the admin side (dashboard, ``/metrics``, ``/status``) answers to besides IP
+    #: addresses, ``localhost`` and the host of ``socketio_address``/``flwr_public_address``; any
+    #: other ``Host`` header is refused (DNS rebinding).
+    admin_hosts: list[str] = Field(default_factory=list)
     #: Base URL of the MLflow web UI for the dashboard's links (default: ``mlflow_server_address``
     #: when it is an http(s) URL).
     mlflow_ui_url: str | None = None

@@ -87,6 +87,7 @@ def secure_server(
         },
         clients_file=str(registry.path),
         profile="production",
+        admin_token="e2e-admin-token-0123456789abcdef",  # production requires one (issue 16 row 2)
         timeout=240,
         **values,
     )

@@ -24,6 +24,7 @@ from aiohttp import web
 from kosmos_fl import __version__
 from kosmos_fl.config import ServerConfig, split_address
 from kosmos_fl.coordinator import dashboard
+from kosmos_fl.coordinator.admin_auth import host_allowed, refuse_host
 from kosmos_fl.coordinator.admission import Admission, ClientRecord
 from kosmos_fl.coordinator.guard import GuardedServer, raise_fd_limit
 from kosmos_fl.coordinator.sessions import Session, SessionRunner
@@ -31,6 +32,7 @@ from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl import runtime, strategies
 from kosmos_fl.fl.tracking import tracking_uri
+from kosmos_fl.redact import redact
 from kosmos_fl.security.fleet_proxy import start_fleet_proxy
 from kosmos_fl.security.flower_nodes import NodeKeys
 from kosmos_fl.security.policy import ServerSecurity, is_loopback, server_security
@@ -138,11 +140,13 @@ class Coordinator:
                 "resumed_after_round": None if s.resumed is None else s.resumed.round,
             },
             "sessions_done": self.sessions.sessions_done,
-            "mlflow_tracking_uri": self.mlflow_uri,
+            "mlflow_tracking_uri": redact(self.mlflow_uri),
         }
 
     # -- HTTP -----------------------------------------------------------------------------------
     async def http_status(self, request: web.Request) -> web.Response:
+        if not host_allowed(request, self.dashboard.admin_hosts()):
+            return refuse_host(request)
         if request.remote is not None and not is_loopback(request.remote):
             log.warning("refused /status to %s: served on loopback only", request.remote)
             return web.json_response({"detail": "/status is served to loopback clients only"}, status=403)
@@ -208,7 +212,7 @@ class Coordinator:
             "KOSMoS server listening on %s (Socket.IO), SuperLink on %s, MLflow %s, TLS %s, client auth %s",
             self.config.socketio_address,
             self.config.flwr_server_address,
-            self.mlflow_uri,
+            redact(self.mlflow_uri),
             "on" if sec.tls else "off",
             "on" if sec.client_auth else "off",
         )

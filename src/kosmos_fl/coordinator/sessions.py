@@ -32,6 +32,7 @@ from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
 from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
 from kosmos_fl.fl.tracking import create_session_run, fail_run
 from kosmos_fl.logs import bind_session
+from kosmos_fl.redact import redact
 from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.server")
@@ -276,7 +277,7 @@ class SessionRunner:
             msg = StartTrain(
                 client_id=client_id,
                 mlflow_experiment_name=cfg.mlflow_experiment_name,
-                mlflow_server_address=cfg.mlflow_server_address,
+                mlflow_server_address=redact(cfg.mlflow_server_address),  # 2021 key; never credentials
                 mlflow_run_id=s.mlflow_run_id,
                 flwr_server_address=self.flwr_address_for(rec.host if rec else ""),
                 usecase_name=self.usecase_cls.name,

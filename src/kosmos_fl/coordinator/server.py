@@ -175,11 +175,12 @@ class Coordinator:
         self.sessions.find_interrupted()
         if sec.tls and sec.client_auth:
             self.node_keys = NodeKeys(self.flwr_home, self.work_dir / "security" / "node-keys")
+        elif sec.client_auth:
+            log.warning("client_auth without TLS: the Flower training channel is not authenticated")
+        if sec.client_auth:
             await asyncio.to_thread(sec.registry.load)  # an unreadable registry fails start-up
             # registering keys takes a `flwr` call each: done in the background (sessions sync first)
             self._registry_task = asyncio.create_task(self._watch_registry())
-        elif sec.client_auth:
-            log.warning("client_auth without TLS: the Flower training channel is not authenticated")
         try:
             self._fleet_proxy = await start_fleet_proxy(
                 host, port, f"{'https' if sec.tls else 'http'}://127.0.0.1:{internal}",
@@ -218,9 +219,10 @@ class Coordinator:
         )
         return runner
 
-    async def _watch_registry(self, every: float = 1.0) -> None:
-        """Apply ``kosmos-fl clients add/revoke`` to the SuperLink's node keys within a second."""
-        assert self.security is not None and self.node_keys is not None
+    async def _watch_registry(self, every: float = 0.25) -> None:
+        """Apply ``kosmos-fl clients add/revoke`` within a second: revoked clients' open sockets are
+        closed, the SuperLink's node keys follow the registry."""
+        assert self.security is not None
         path = self.security.registry.path
         seen = -1
         while True:
@@ -229,7 +231,9 @@ class Coordinator:
                 seen = mtime
                 try:
                     entries = await asyncio.to_thread(self.security.registry.load)
-                    await asyncio.to_thread(self.node_keys.sync, entries)
+                    await self.admission.disconnect_revoked(entries)
+                    if self.node_keys is not None:
+                        await asyncio.to_thread(self.node_keys.sync, entries)
                 except KosmosError as exc:
                     log.error("client registry change not applied: %s", exc)
             await asyncio.sleep(every)

@@ -161,6 +161,12 @@ class LimitsConfig(_Model):
     #: Engine.IO heartbeat: a client silent for ping_interval + ping_timeout seconds is dropped.
     ping_interval: float = Field(25.0, gt=0, le=3600)
     ping_timeout: float = Field(20.0, gt=0, le=3600)
+    #: Open Socket.IO connections from one IP address; more are refused (HTTP 401) and closed.
+    #: Behind a reverse proxy or NAT that many sites share, raise it.
+    max_connections_per_ip: int = Field(32, ge=1, le=1_000_000)
+    #: Seconds a new connection may take to complete the Socket.IO handshake (credentials); after
+    #: that, and at once after a refused handshake, the connection is closed.
+    handshake_timeout: float = Field(10.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _frame_holds_message(self) -> LimitsConfig:

@@ -43,6 +43,7 @@ def test_row05_one_credential_fills_one_seat(tmp_path: Path) -> None:
                 await c.on_connect(sid, ENV, auth)
             message = exc.value.error_args["message"]
             assert "already connected" in message and "one connection per credential" in message
+            assert exc.value.error_args["data"] == {"kosmos": "busy"}  # the client retries, not exits
         assert list(c.clients) == ["s1"]
         # the self-reported name does not change who the record is
         await c.on_client_criteria("s1", {"criteria_are_met": True, "client_name": "site-b"})

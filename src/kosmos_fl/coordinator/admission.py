@@ -93,7 +93,9 @@ class Admission:
                     "per credential: stop the other client first"
                 )
                 log.warning("refused connection from %s: %s", peer, why)
-                raise socketio.exceptions.ConnectionRefusedError(why, {"kosmos": "refused"})
+                # "busy", not "refused": the client retries with back-off instead of giving up, so
+                # a site that reconnects before the server noticed its old link die gets back in
+                raise socketio.exceptions.ConnectionRefusedError(why, {"kosmos": "busy"})
         self.clients[sid] = ClientRecord(
             sid=sid, address=str(peer), host=host, connected_at=time.time(), identity=identity
         )

@@ -33,7 +33,7 @@ from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl import runtime, strategies
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.redact import redact
-from kosmos_fl.security.fleet_proxy import start_fleet_proxy
+from kosmos_fl.security.fleet_proxy import FleetLimits, start_fleet_proxy
 from kosmos_fl.security.flower_nodes import NodeKeys
 from kosmos_fl.security.policy import ServerSecurity, is_loopback, server_security
 from kosmos_fl.usecases import usecase_class
@@ -187,6 +187,7 @@ class Coordinator:
                 sec.upstream_ssl(), sec.server_ssl(),
                 hold=self.config.fleet_long_poll, holding=lambda: self.sessions.session is not None,
                 on_held=lambda outcome: self.dashboard.metrics.fleet_held_pulls.labels(outcome=outcome).inc(),
+                limits=self.fleet_limits(),
             )  # fmt: skip
         except OSError as exc:
             self.stop()
@@ -218,6 +219,19 @@ class Coordinator:
             "on" if sec.client_auth else "off",
         )
         return runner
+
+    def fleet_limits(self) -> FleetLimits:
+        """The Fleet proxy's limits; the push limit defaults to 4x the model's weights + 1 MiB
+        (an update and its serialisation overhead, with room to spare)."""
+        lim = self.config.limits
+        push = lim.fleet_max_push_bytes
+        if push is None:
+            model = self.usecase_cls({**self.config.usecase.params, **self.config.usecase.broadcast_params})
+            weights = sum(t.numel() * t.element_size() for t in model.build_model().state_dict().values())
+            push = 4 * int(weights) + (1 << 20)
+        return FleetLimits(
+            push, lim.fleet_max_request_bytes, lim.fleet_max_inflight, lim.fleet_max_inflight_per_ip
+        )
 
     async def _watch_registry(self, every: float = 0.25) -> None:
         """Apply ``kosmos-fl clients add/revoke`` within a second: revoked clients' open sockets are

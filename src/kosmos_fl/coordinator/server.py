@@ -31,6 +31,7 @@ from kosmos_fl.coordinator.sessions import Session, SessionRunner
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl import runtime, strategies
+from kosmos_fl.fl.session import private_dir
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.redact import redact
 from kosmos_fl.security.fleet_proxy import FleetLimits, start_fleet_proxy
@@ -161,7 +162,7 @@ class Coordinator:
         """Start the SuperLink and the Socket.IO/HTTP server; returns the aiohttp runner."""
         host, port = split_address(self.config.flwr_server_address, "flwr_server_address")
         self.security = self.admission.security = sec = server_security(self.config, self.base_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.work_dir)  # sessions, logs, node keys: owner only (0700)
         # The SuperLink serves Fleet, Control (run submission) and Runtime APIs on one port: keep it
         # on loopback and expose only the Fleet API through the proxy (security/fleet_proxy.py).
         internal = runtime.free_port()

@@ -29,7 +29,7 @@ from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl import runtime
 from kosmos_fl.fl.checkpoint import INTERRUPTED_FILE
 from kosmos_fl.fl.liveness import DEAD_FILE, mark_dead
-from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec
+from kosmos_fl.fl.session import PROGRESS_FILE, RESULT_FILE, SessionSpec, private_dir
 from kosmos_fl.fl.tracking import create_session_run, fail_run
 from kosmos_fl.logs import bind_session
 from kosmos_fl.redact import redact
@@ -198,7 +198,8 @@ class SessionRunner:
 
     async def _start_session(self, s: Session) -> None:
         cfg = self.config
-        s.out_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.out_dir.parent)  # <work_dir>/sessions
+        private_dir(s.out_dir)
         if s.resumed is not None:
             await self._start_resumed(s, s.resumed)
             return

@@ -20,14 +20,27 @@ RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.jsonl"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it accessible to the owner only (0700): work and
+    session folders hold specs, checkpoints and logs that can carry credentials."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def write(self, path: Path) -> Path:
-        """Write atomically, so a reader never sees half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write atomically, so a reader never sees half a file, and privately: a spec can hold a
+        PostgreSQL DSN with its password (``data_path``) and the MLflow URI, so the file is 0600
+        from its first byte and its folder 0700."""
+        private_dir(path.parent)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(self.model_dump_json(indent=2))
+        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
         return path
 

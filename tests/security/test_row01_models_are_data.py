@@ -50,27 +50,27 @@ def _store(tmp: Path) -> str:
     return uri
 
 
-def _spec(tmp: Path, uri: str) -> SessionSpec:
+def _spec(tmp: Path, uri: str, params: dict[str, Any] | None = None) -> SessionSpec:
     version = usecase_class("BearingUseCase").version
     exp = ensure_experiment(uri, "kosmos-fl")
     run = create_session_run(uri, "kosmos-fl", "s1", {}) if exp else ""
     return SessionSpec(
         session_id="s1", out_dir=str(tmp / "s1"), usecase_name="BearingUseCase", usecase_version=version,
-        usecase_params={}, num_clients=2, min_fit_clients=2, num_rounds=1, strategy_name="FedAvg",
+        usecase_params=params or {}, num_clients=2, min_fit_clients=2, num_rounds=1, strategy_name="FedAvg",
         local_epochs=1, learning_rate=0.001, batch_size=32, seed=1, data_path="/d", test_names=[],
         mlflow_tracking_uri=uri, mlflow_run_id=run, registered_model_name=NAME,
         round_timeout=10, join_timeout=10,
     )  # fmt: skip
 
 
-def _genuine(tmp: Path) -> tuple[str, str, Any]:
+def _genuine(tmp: Path, params: dict[str, Any] | None = None) -> tuple[str, str, Any]:
     """A model registered the new way (via `kosmos-fl models register` from a checkpoint)."""
     uri = _store(tmp)
-    spec = _spec(tmp, uri)
+    spec = _spec(tmp, uri, params)
     out = Path(spec.out_dir)
     spec.write(out / "session.json")
     torch.manual_seed(0)
-    model = load_usecase("BearingUseCase").build_model()
+    model = load_usecase("BearingUseCase", params).build_model()
     ckpt = Checkpoint(session_id="s1", mlflow_run_id=spec.mlflow_run_id, round=1, weights_file="")
     checkpoint.save(out, ckpt, get_weights(model))
     return reregister(out), uri, model
@@ -169,3 +169,21 @@ def test_row01_sha_mismatch_refused_and_genuine_model_round_trips(tmp_path: Path
     weights.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="SHA-256"):
         load_model(uri, store)
+
+
+def test_row01_serve_answers_with_the_rebuilt_model(tmp_path: Path) -> None:
+    """``kosmos-fl serve``: MLflow's scoring protocol around the checked, rebuilt network."""
+    from fastapi.testclient import TestClient
+
+    from kosmos_fl.ml.train import predict
+
+    uri, _, original = _genuine(tmp_path, {"model": "ffnn"})
+    first = next(v for v in original.state_dict().values() if v.ndim == 2)
+    x = np.random.default_rng(0).normal(size=(3, first.shape[1])).astype(np.float32)
+    app = serve_app(uri, str(tmp_path / "mlruns"), tmp_path / "serve")
+    with TestClient(app) as http:
+        assert http.get("/ping").status_code == 200
+        r = http.post("/invocations", json={"inputs": x.tolist()})
+    assert r.status_code == 200, r.text
+    got = np.asarray(r.json()["predictions"], dtype=np.float32).ravel()
+    np.testing.assert_allclose(got, predict(original, x).ravel(), rtol=1e-5, atol=1e-5)

@@ -93,7 +93,9 @@ def log_model(spec: SessionSpec, usecase: Any, model: Any, groups: dict[str, Any
             signature=signature,
             registered_model_name=spec.registered_model_name,
             metadata={**metadata, "kosmos_weights_sha256": sha},
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "kosmos-fl"],
+            # not "kosmos-fl": a registry package of that name need not be this project; serving
+            # runs where kosmos_fl is installed (`kosmos-fl serve`; `mlflow models serve --env-manager local`)
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
         mlflow.set_tag("kosmos.status", "completed")
     version = str(info.registered_model_version)

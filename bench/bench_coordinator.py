@@ -121,6 +121,8 @@ def main() -> int:
                 num_clients=10_000,
                 criteria_timeout=3600,
                 mlflow_experiment_name="bench-coordinator",
+                # the whole swarm comes from 127.0.0.1: lift the per-address connection cap
+                limits={"max_connections_per_ip": 2 * (args.clients + args.baseline)},
             )
             assert fed.server is not None
             time.sleep(1.0)

@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any, Literal
 
+from kosmos_fl.redact import safe
+
 LogFormat = Literal["text", "json"]
 
 session_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("kosmos_session_id", default=None)
@@ -46,6 +48,22 @@ class ContextFilter(logging.Filter):
             record.session_id = session_id_var.get()
         if getattr(record, "client_id", None) is None:
             record.client_id = client_id_var.get()
+        return True
+
+
+class SafeTextFilter(logging.Filter):
+    """Every record's message as one line without credentials: control characters escaped (a
+    newline in a peer's ``reason`` cannot forge a log line) and URIs' ``user:password@`` removed.
+    Runs on the handlers :func:`setup_logging` installs, so text and JSON alike."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: let logging report it as usual
+            return True
+        cleaned = safe(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
         return True
 
 
@@ -88,4 +106,5 @@ def setup_logging(verbose: bool = False, fmt: LogFormat = "text", console: Any =
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     handler.addFilter(ContextFilter())
+    handler.addFilter(SafeTextFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 
-from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.localfed import LocalFederation as Federation
 from kosmos_fl.ml.train import get_weights
+from kosmos_fl.serving import load_model
 
 pytestmark = pytest.mark.e2e
 
@@ -54,9 +53,9 @@ def test_same_seed_gives_identical_registered_weights(
     assert first["status"] == second["status"] == "completed", (first, second)
     assert first["model_uri"] != second["model_uri"]
 
-    mlflow.set_tracking_uri(tracking_uri(str(federation.root / "mlruns")))
-    w1 = get_weights(mlflow.pytorch.load_model(first["model_uri"], map_location="cpu"))
-    w2 = get_weights(mlflow.pytorch.load_model(second["model_uri"], map_location="cpu"))
+    store = str(federation.root / "mlruns")
+    w1 = get_weights(load_model(first["model_uri"], store)[0])
+    w2 = get_weights(load_model(second["model_uri"], store)[0])
     assert len(w1) == len(w2) and w1
     for a, b in zip(w1, w2, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -87,6 +87,7 @@ def secure_server(
         },
         clients_file=str(registry.path),
         profile="production",
+        admin_token="e2e-admin-token-0123456789abcdef",  # production requires one (issue 16 row 2)
         timeout=240,
         **values,
     )
@@ -156,14 +157,16 @@ def test_unknown_and_revoked_clients_are_refused_on_both_channels(
         "site-a to register",
     )
 
-    # an unknown client (valid-looking bundle, name not onboarded) is refused with the reason, and logged
+    # an unknown client (valid-looking bundle, name not onboarded) is refused; it is told only
+    # "invalid credentials" (no name enumeration, issue 16 row 7), the server logs the detail
     forged = tmp_path / "bundles" / "mallory"
     shutil.copytree(bundles["site-a"], forged)
     doc = json.loads((forged / "credentials.json").read_text())
     (forged / "credentials.json").write_text(json.dumps({**doc, "name": "mallory"}))
     intruder = fed.start_client("mallory", data_path=str(generated_bearings), credentials=str(forged))
     assert intruder.proc.wait(180) == 2, intruder.tail(20)
-    assert "refused this client: unknown client 'mallory'" in text(intruder.log_path)
+    assert "refused this client: invalid credentials" in text(intruder.log_path)
+    assert "unknown client" not in text(intruder.log_path)
     assert "refused connection from 127.0.0.1: unknown client 'mallory'" in text(server_log)
 
     # a SuperNode with an unregistered key is refused by the SuperLink (Flower node authentication)
@@ -192,7 +195,8 @@ def test_unknown_and_revoked_clients_are_refused_on_both_channels(
         credentials=str(bundles["site-b"]),
     )
     assert again.proc.wait(180) == 2, again.tail(20)
-    assert "refused this client: client 'site-b' was revoked at" in text(again.log_path)
+    assert "refused this client: invalid credentials" in text(again.log_path)
+    assert "client 'site-b' was revoked at" in text(server_log)
     revoked_log = supernode_refused(fed, bundles["site-b"] / "supernode.key", paths.ca_cert, "revoked")
     assert "Failed to activate SuperNode" in revoked_log, revoked_log[-2000:]
     assert ok.alive() and (fed.status() or {}).get("session") is None

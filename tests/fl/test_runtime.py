@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kosmos_fl.fl import runtime
+from kosmos_fl.fl.flower_runtime import runtime
 
 
 def _too_slow(*args: Any, **kwargs: Any) -> None:

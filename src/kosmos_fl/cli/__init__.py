@@ -31,6 +31,8 @@ app.add_typer(certs_app, name="certs", help="Development certificates (CA, serve
 app.add_typer(clients_app, name="clients", help="Onboard, list and revoke clients (credentials).")
 app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay, collect, status.")
 config_app = typer.Typer(no_args_is_help=True)
+models_app = typer.Typer(no_args_is_help=True)
+app.add_typer(models_app, name="models", help="Registered models: register a session's model again.")
 app.add_typer(config_app, name="config", help="Configuration files: migrate a 2021 KOSMoS config.")
 
 
@@ -126,6 +128,34 @@ def predict(
     from kosmos_fl.serving import predict_csv
 
     sys.stdout.write(predict_csv(model, data, all_rows=all_rows, mlflow_address=mlflow_uri))
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="MLflow model URI, e.g. models:/kosmos-BearingUseCase/1"
+    ),
+    mlflow_uri: str = typer.Option("./mlruns", "--mlflow", help="mlflow_server_address the model lives in."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(5001, "--port", help="Port to listen on."),
+) -> None:
+    """Serve a registered model over HTTP (MLflow's /invocations protocol), weights checked first."""
+    from kosmos_fl.serving import serve as serve_model
+
+    serve_model(model, mlflow_uri, host, port)
+
+
+@models_app.command("register")
+def models_register(
+    session: Path = typer.Option(..., "--session", help="The session folder: <work_dir>/sessions/<id>."),
+    mlflow_uri: str | None = typer.Option(
+        None, "--mlflow", help="MLflow store (default: the one the session used)."
+    ),
+) -> None:
+    """Register a session's final model again (as plain weights) from its last checkpoint."""
+    from kosmos_fl.serving import reregister
+
+    typer.echo(reregister(session, mlflow_uri))
 
 
 @app.command()

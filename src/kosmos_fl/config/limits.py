@@ -23,6 +23,19 @@ class LimitsConfig(ConfigModel):
     #: Engine.IO heartbeat: a client silent for ping_interval + ping_timeout seconds is dropped.
     ping_interval: float = Field(25.0, gt=0, le=3600)
     ping_timeout: float = Field(20.0, gt=0, le=3600)
+    #: Open Socket.IO connections from one IP address; more are refused (HTTP 401) and closed.
+    #: Behind a reverse proxy or NAT that many sites share, raise it.
+    max_connections_per_ip: int = Field(32, ge=1, le=1_000_000)
+    #: Seconds a new connection may take to complete the Socket.IO handshake (credentials); after
+    #: that, and at once after a refused handshake, the connection is closed.
+    handshake_timeout: float = Field(10.0, gt=0, le=600)
+    #: Fleet API (Flower port): largest push body (model updates travel in push-object); unset:
+    #: sized from the use case's model (4x its weights + 1 MiB). Other Fleet calls: fleet_max_request_bytes.
+    fleet_max_push_bytes: int | None = Field(None, ge=64 * 1024, le=1 << 30)
+    fleet_max_request_bytes: int = Field(16 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Fleet API requests served at once, in all and from one IP address (held pulls count); more: 503.
+    fleet_max_inflight: int = Field(512, ge=1, le=100_000)
+    fleet_max_inflight_per_ip: int = Field(32, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _frame_holds_message(self) -> Self:

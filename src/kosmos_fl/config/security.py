@@ -46,8 +46,12 @@ class SecuritySection(ConfigModel):
     #: Registry of onboarded clients (default ``<work_dir>/security/clients.json``).
     clients_file: str | None = None
     #: Secret guarding the admin side (dashboard, ``/metrics``): HTTP basic auth with this as the
-    #: password (any user name) or ``Authorization: Bearer <token>``. Unset: open, with a warning.
+    #: password (any user name) or ``Authorization: Bearer <token>``. Unset: loopback only.
     admin_token: SecretStr | None = None
+    #: Host names the admin side (dashboard, ``/metrics``, ``/status``) answers to besides IP
+    #: addresses, ``localhost`` and the host of ``socketio_address``/``flwr_public_address``; any
+    #: other ``Host`` header is refused (DNS rebinding).
+    admin_hosts: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _production(self) -> Self:
@@ -62,5 +66,10 @@ class SecuritySection(ConfigModel):
             if self.client_auth == "off":
                 raise ValueError(
                     "profile 'production' requires client authentication; remove client_auth: off"
+                )
+            if self.admin_token is None or not self.admin_token.get_secret_value():
+                raise ValueError(
+                    "profile 'production' requires admin_token (guards the dashboard and /metrics): "
+                    "set admin_token to a long random secret, e.g. from `openssl rand -hex 32`"
                 )
         return self

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from kosmos_fl.config import ServerConfig
 from kosmos_fl.coordinator.protocol import MAX_MESSAGE_BYTES, parse_criteria
 from kosmos_fl.errors import ProtocolError
 from kosmos_fl.logs import bind
+from kosmos_fl.security.clients import ClientEntry
 from kosmos_fl.security.policy import ServerSecurity
 from kosmos_fl.usecases.base import UseCase
 
@@ -79,10 +80,22 @@ class Admission:
         peer = environ.get("REMOTE_ADDR") or "?"
         identity = None
         if self.security is not None and self.security.client_auth:
-            identity, why = await asyncio.to_thread(self.security.registry.verify, auth)
+            identity, told, why = await asyncio.to_thread(self.security.registry.verify_peer, auth)
             if identity is None:
                 log.warning("refused connection from %s: %s", peer, why)
-                raise socketio.exceptions.ConnectionRefusedError(why, {"kosmos": "refused"})
+                raise socketio.exceptions.ConnectionRefusedError(told, {"kosmos": "refused"})
+            # one live socket per credential: one site can never fill several seats of a session
+            # (checked and recorded with no await in between, so two racing handshakes cannot both pass)
+            other = next((r for r in self.clients.values() if r.identity == identity), None)
+            if other is not None:
+                why = (
+                    f"client '{identity}' is already connected (from {other.address}); one connection "
+                    "per credential: stop the other client first"
+                )
+                log.warning("refused connection from %s: %s", peer, why)
+                # "busy", not "refused": the client retries with back-off instead of giving up, so
+                # a site that reconnects before the server noticed its old link die gets back in
+                raise socketio.exceptions.ConnectionRefusedError(why, {"kosmos": "busy"})
         self.clients[sid] = ClientRecord(
             sid=sid, address=str(peer), host=host, connected_at=time.time(), identity=identity
         )
@@ -143,7 +156,9 @@ class Admission:
         if rec.state == "training":
             await self._reject(sid, "client_criteria", "already training in a session; wait for end_train")
             return
-        rec.name = criteria.client_name or rec.name
+        # an authenticated client is its credential's name, whatever it reports (records, the
+        # waiting list and resume are keyed on the identity)
+        rec.name = rec.identity or criteria.client_name or rec.name
         rec.criteria = criteria.model_dump()
         uc = criteria.usecase
         if uc is not None and (uc.name != self.usecase_cls.name or uc.version != self.usecase_cls.version):
@@ -174,6 +189,21 @@ class Admission:
             to=sid,
         )
         await self.on_ready()
+
+    async def disconnect_revoked(self, entries: Mapping[str, ClientEntry]) -> None:
+        """Hang up on every connected client whose credential is revoked or gone (``kosmos-fl
+        clients revoke`` takes effect on open sockets, not only on the next handshake)."""
+        for sid, rec in list(self.clients.items()):
+            if rec.identity is None:
+                continue
+            entry = entries.get(rec.identity)
+            if entry is not None and entry.active:
+                continue
+            log.warning("client %s (%s): credential revoked; disconnecting", sid, rec.identity)
+            with contextlib.suppress(Exception):
+                await self.sio.emit("error", {"event": "session", "message": "credential revoked"}, to=sid)
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid)
 
     async def drop_revoked(self) -> None:
         """Before a session: clients whose credentials were revoked since they connected leave."""

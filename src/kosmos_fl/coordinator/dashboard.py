@@ -26,6 +26,7 @@ from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.metrics import FederationMetrics
 from kosmos_fl.coordinator.progress import ProgressFollower, SessionView
 from kosmos_fl.fl.flower_runtime import runtime
+from kosmos_fl.redact import redact, safe
 from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.dashboard")
@@ -80,7 +81,7 @@ class RecentErrors(logging.Handler):
                     "ts": record.created,
                     "level": record.levelname.lower(),
                     "logger": record.name,
-                    "message": record.getMessage(),
+                    "message": safe(record.getMessage()),
                 }
             )
             self.metrics.errors.labels(level=record.levelname.lower()).inc()
@@ -105,6 +106,15 @@ class Dashboard:
         token = self.coord.config.admin_token
         return token.get_secret_value() if token is not None else None
 
+    def admin_hosts(self) -> set[str]:
+        """Names the admin side answers to (besides IP literals and localhost)."""
+        cfg = self.coord.config
+        names = set(cfg.admin_hosts)
+        for address in (cfg.socketio_address, cfg.flwr_public_address):
+            if address:
+                names.add(address.rsplit(":", 1)[0].strip("[]"))
+        return names
+
     def mlflow_ui(self) -> str | None:
         cfg = self.coord.config
         url = cfg.mlflow_ui_url or (
@@ -112,7 +122,7 @@ class Dashboard:
             if cfg.mlflow_server_address.startswith(("http://", "https://"))
             else None
         )
-        return url.rstrip("/") if url else None
+        return redact(url.rstrip("/")) if url else None
 
     def _current_round(self) -> int:
         s = self.coord.session
@@ -185,7 +195,7 @@ class Dashboard:
                 "strategy": cfg.strategy.name,
                 "num_clients": cfg.num_clients,
                 "num_rounds": cfg.n_federated_train_epoch,
-                "mlflow_tracking_uri": coord.mlflow_uri,
+                "mlflow_tracking_uri": redact(coord.mlflow_uri),
                 "mlflow_ui": self.mlflow_ui(),
                 "experiment": cfg.mlflow_experiment_name,
                 "superlink_alive": coord.superlink is None or coord.superlink.alive(),
@@ -273,7 +283,8 @@ class Dashboard:
         logging.getLogger("kosmos_fl").addHandler(self.errors)
         if not self.admin_token():
             log.warning(
-                "the dashboard and /metrics are open to anyone who reaches %s; set admin_token",
+                "admin_token is unset: the dashboard and /metrics answer loopback clients only; "
+                "set admin_token to reach them from %s",
                 self.coord.config.socketio_address,
             )
         self._task = asyncio.create_task(self._follow_forever())
@@ -289,13 +300,13 @@ class Dashboard:
 def attach(coord: Federation) -> Dashboard:
     """Add the dashboard and /metrics to the coordinator's aiohttp app."""
     dash = Dashboard(coord)
-    guard = dash.admin_token
+    guard, names = dash.admin_token, dash.admin_hosts
     router = coord.app.router
-    router.add_get("/dashboard", protect(dash.page, guard))
-    router.add_get("/dashboard/", protect(dash.page, guard))
-    router.add_get("/dashboard/static/{name}", protect(dash.static, guard))
-    router.add_get("/dashboard/api/state", protect(dash.api_state, guard))
-    router.add_get("/metrics", protect(dash.prometheus, guard))
+    router.add_get("/dashboard", protect(dash.page, guard, names))
+    router.add_get("/dashboard/", protect(dash.page, guard, names))
+    router.add_get("/dashboard/static/{name}", protect(dash.static, guard, names))
+    router.add_get("/dashboard/api/state", protect(dash.api_state, guard, names))
+    router.add_get("/metrics", protect(dash.prometheus, guard, names))
     coord.app.on_startup.append(dash.on_startup)
     coord.app.on_cleanup.append(dash.on_cleanup)
     return dash

@@ -9,7 +9,10 @@ decodes and dispatches it, so one place refuses what the event handlers must nev
 - more than ``messages_per_second`` (after a ``burst``) are dropped with one ``error`` event per
   streak; a client that keeps flooding for another ``burst`` messages is told why and disconnected;
 - undecodable packets, events without a string name, reserved names (``connect``, ``disconnect``)
-  and payloads that do not match the handler's arguments get an ``error`` event.
+  and payloads that do not match the handler's arguments get an ``error`` event;
+- more than ``max_connections_per_ip`` open connections from one address are refused (HTTP 401,
+  connection closed); a connection that has not completed the Socket.IO handshake within
+  ``handshake_timeout`` seconds, or whose handshake was refused, is closed.
 
 Each refusal is one ``WARNING`` line in the server log naming the client and its address. Nothing a
 client sends can raise out of here, so one bad client never stops the server serving the others.
@@ -122,6 +125,10 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         kwargs.setdefault("ping_timeout", self.limits.ping_timeout)
         super().__init__(**kwargs)
         self._buckets: dict[str, _Bucket] = {}
+        #: open engine.io sessions per peer address (the per-IP connection cap)
+        self._per_ip: dict[str, set[str]] = {}
+        self._peer_of: dict[str, str] = {}
+        self._capped_logged: dict[str, float] = {}
         # engine.io sids hung up on; whatever they still send is dropped quietly (bounded memory)
         self._banned: OrderedDict[str, None] = OrderedDict()
         self.eio.kosmos_websockets = {}
@@ -174,7 +181,71 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         peer = getattr(request, "remote", None)
         if peer:
             environ["REMOTE_ADDR"] = peer
+        addr = str(environ.get("REMOTE_ADDR") or "?")
+        open_here = self._per_ip.setdefault(addr, set())
+        if len(open_here) >= self.limits.max_connections_per_ip:
+            now = time.monotonic()
+            if now - self._capped_logged.get(addr, -60.0) >= 60.0:  # one line a minute per address
+                self._capped_logged[addr] = now
+                log.warning(
+                    "refused connections from %s: %d open, the limit is limits.max_connections_per_ip=%d",
+                    addr, len(open_here), self.limits.max_connections_per_ip,
+                )  # fmt: skip
+            if request is not None:  # no keep-alive: the TCP connection ends with the 401
+                with contextlib.suppress(Exception):
+                    request.protocol.force_close()
+            return "too many connections from this address"
+        open_here.add(eio_sid)
+        self._peer_of[eio_sid] = addr
+        self._spawn(self._handshake_deadline(eio_sid))
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+    def _forget(self, eio_sid: str) -> None:
+        addr = self._peer_of.pop(eio_sid, None)
+        if addr is not None:
+            open_here = self._per_ip.get(addr)
+            if open_here is not None:
+                open_here.discard(eio_sid)
+                if not open_here:
+                    del self._per_ip[addr]
+
+    def _handshake_done(self, eio_sid: str) -> bool:
+        return self.manager.sid_from_eio_sid(eio_sid, "/") is not None
+
+    async def _handshake_deadline(self, eio_sid: str) -> None:
+        """Close a connection that has not completed the Socket.IO handshake in time."""
+        await asyncio.sleep(self.limits.handshake_timeout)
+        if eio_sid in self._peer_of and not self._handshake_done(eio_sid):
+            log.warning(
+                "client engine.io %s (%s): no Socket.IO handshake within %g s; connection closed",
+                eio_sid, self._peer_of.get(eio_sid, "?"), self.limits.handshake_timeout,
+            )  # fmt: skip
+            await self._close_transport(eio_sid, "no handshake in time")
+
+    async def _close_transport(self, eio_sid: str, reason: str) -> None:
+        ws = self.eio.kosmos_websockets.get(eio_sid)
+        with contextlib.suppress(Exception):
+            if ws is not None:
+                await asyncio.wait_for(ws.hang_up(WSCloseCode.POLICY_VIOLATION, reason), 5.0)
+            await asyncio.wait_for(self.eio.disconnect(eio_sid), 5.0)
+        self._forget(eio_sid)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await super()._handle_connect(eio_sid, namespace, data)
+        if not self._handshake_done(eio_sid):  # refused: the CONNECT_ERROR is sent; now hang up
+            self._banned[eio_sid] = None
+            while len(self._banned) > _BANNED_KEPT:
+                self._banned.popitem(last=False)
+            self._spawn(self._close_after_refusal(eio_sid))
+
+    async def _close_after_refusal(self, eio_sid: str) -> None:
+        await asyncio.sleep(0.2)  # let the refusal reach the client first
+        await self._close_transport(eio_sid, "handshake refused")
 
     # -- the gate every incoming message passes -------------------------------------------------
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
@@ -252,6 +323,7 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
         self._buckets.pop(eio_sid, None)
+        self._forget(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)
 
 

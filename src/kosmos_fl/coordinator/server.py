@@ -24,6 +24,7 @@ from aiohttp import web
 from kosmos_fl import __version__
 from kosmos_fl.config import ServerConfig, split_address
 from kosmos_fl.coordinator import dashboard
+from kosmos_fl.coordinator.admin_auth import host_allowed, refuse_host
 from kosmos_fl.coordinator.admission import Admission, ClientRecord
 from kosmos_fl.coordinator.guard import GuardedServer, raise_fd_limit
 from kosmos_fl.coordinator.sessions import Session, SessionRunner
@@ -31,8 +32,10 @@ from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl import strategies
 from kosmos_fl.fl.flower_runtime import runtime
+from kosmos_fl.fl.session import private_dir
 from kosmos_fl.fl.tracking import tracking_uri
-from kosmos_fl.security.fleet_proxy import start_fleet_proxy
+from kosmos_fl.redact import redact
+from kosmos_fl.security.fleet_proxy import FleetLimits, start_fleet_proxy
 from kosmos_fl.security.flower_nodes import NodeKeys
 from kosmos_fl.security.policy import ServerSecurity, is_loopback, server_security
 from kosmos_fl.usecases import usecase_class
@@ -139,11 +142,13 @@ class Coordinator:
                 "resumed_after_round": None if s.resumed is None else s.resumed.round,
             },
             "sessions_done": self.sessions.sessions_done,
-            "mlflow_tracking_uri": self.mlflow_uri,
+            "mlflow_tracking_uri": redact(self.mlflow_uri),
         }
 
     # -- HTTP -----------------------------------------------------------------------------------
     async def http_status(self, request: web.Request) -> web.Response:
+        if not host_allowed(request, self.dashboard.admin_hosts()):
+            return refuse_host(request)
         if request.remote is not None and not is_loopback(request.remote):
             log.warning("refused /status to %s: served on loopback only", request.remote)
             return web.json_response({"detail": "/status is served to loopback clients only"}, status=403)
@@ -158,7 +163,7 @@ class Coordinator:
         """Start the SuperLink and the Socket.IO/HTTP server; returns the aiohttp runner."""
         host, port = split_address(self.config.flwr_server_address, "flwr_server_address")
         self.security = self.admission.security = sec = server_security(self.config, self.base_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.work_dir)  # sessions, logs, node keys: owner only (0700)
         # The SuperLink serves Fleet, Control (run submission) and Runtime APIs on one port: keep it
         # on loopback and expose only the Fleet API through the proxy (security/fleet_proxy.py).
         internal = runtime.free_port()
@@ -172,17 +177,19 @@ class Coordinator:
         self.sessions.find_interrupted()
         if sec.tls and sec.client_auth:
             self.node_keys = NodeKeys(self.flwr_home, self.work_dir / "security" / "node-keys")
+        elif sec.client_auth:
+            log.warning("client_auth without TLS: the Flower training channel is not authenticated")
+        if sec.client_auth:
             await asyncio.to_thread(sec.registry.load)  # an unreadable registry fails start-up
             # registering keys takes a `flwr` call each: done in the background (sessions sync first)
             self._registry_task = asyncio.create_task(self._watch_registry())
-        elif sec.client_auth:
-            log.warning("client_auth without TLS: the Flower training channel is not authenticated")
         try:
             self._fleet_proxy = await start_fleet_proxy(
                 host, port, f"{'https' if sec.tls else 'http'}://127.0.0.1:{internal}",
                 sec.upstream_ssl(), sec.server_ssl(),
                 hold=self.config.fleet_long_poll, holding=lambda: self.sessions.session is not None,
                 on_held=lambda outcome: self.dashboard.metrics.fleet_held_pulls.labels(outcome=outcome).inc(),
+                limits=self.fleet_limits(),
             )  # fmt: skip
         except OSError as exc:
             self.stop()
@@ -210,15 +217,29 @@ class Coordinator:
             "KOSMoS server listening on %s (Socket.IO), SuperLink on %s, MLflow %s, TLS %s, client auth %s",
             self.config.socketio_address,
             self.config.flwr_server_address,
-            self.mlflow_uri,
+            redact(self.mlflow_uri),
             "on" if sec.tls else "off",
             "on" if sec.client_auth else "off",
         )
         return runner
 
-    async def _watch_registry(self, every: float = 1.0) -> None:
-        """Apply ``kosmos-fl clients add/revoke`` to the SuperLink's node keys within a second."""
-        assert self.security is not None and self.node_keys is not None
+    def fleet_limits(self) -> FleetLimits:
+        """The Fleet proxy's limits; the push limit defaults to 4x the model's weights + 1 MiB
+        (an update and its serialisation overhead, with room to spare)."""
+        lim = self.config.limits
+        push = lim.fleet_max_push_bytes
+        if push is None:
+            model = self.usecase_cls({**self.config.usecase.params, **self.config.usecase.broadcast_params})
+            weights = sum(t.numel() * t.element_size() for t in model.build_model().state_dict().values())
+            push = 4 * int(weights) + (1 << 20)
+        return FleetLimits(
+            push, lim.fleet_max_request_bytes, lim.fleet_max_inflight, lim.fleet_max_inflight_per_ip
+        )
+
+    async def _watch_registry(self, every: float = 0.25) -> None:
+        """Apply ``kosmos-fl clients add/revoke`` within a second: revoked clients' open sockets are
+        closed, the SuperLink's node keys follow the registry."""
+        assert self.security is not None
         path = self.security.registry.path
         seen = -1
         while True:
@@ -227,7 +248,9 @@ class Coordinator:
                 seen = mtime
                 try:
                     entries = await asyncio.to_thread(self.security.registry.load)
-                    await asyncio.to_thread(self.node_keys.sync, entries)
+                    await self.admission.disconnect_revoked(entries)
+                    if self.node_keys is not None:
+                        await asyncio.to_thread(self.node_keys.sync, entries)
                 except KosmosError as exc:
                     log.error("client registry change not applied: %s", exc)
             await asyncio.sleep(every)

@@ -27,9 +27,10 @@ from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.fl.rounds.liveness import mark_dead
-from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum
+from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum, private_dir
 from kosmos_fl.fl.tracking import create_session_run, ensure_experiment, fail_run
 from kosmos_fl.logs import bind_session
+from kosmos_fl.redact import redact
 from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.server")
@@ -211,7 +212,8 @@ class SessionRunner:
 
     async def _start_session(self, s: Session) -> None:
         cfg = self.config
-        s.out_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.out_dir.parent)  # <work_dir>/sessions
+        private_dir(s.out_dir)
         if s.resumed is not None:
             await self._start_resumed(s, s.resumed)
             return
@@ -274,7 +276,7 @@ class SessionRunner:
             msg = StartTrain(
                 client_id=client_id,
                 mlflow_experiment_name=cfg.mlflow_experiment_name,
-                mlflow_server_address=cfg.mlflow_server_address,
+                mlflow_server_address=redact(cfg.mlflow_server_address),  # 2021 key; never credentials
                 mlflow_run_id=s.mlflow_run_id,
                 flwr_server_address=self.flwr_address_for(rec.host if rec else ""),
                 usecase_name=self.usecase_cls.name,

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kosmos_fl.config.edge import EdgeConfig
-from kosmos_fl.edge.payload import Maintenance, Snapshot, parse_message
+from kosmos_fl.edge.payload import Maintenance, Snapshot, max_payload_bytes, parse_message
 from kosmos_fl.edge.store import EdgeStore
 from kosmos_fl.errors import DataFormatError, KosmosError
 
@@ -96,7 +96,11 @@ class EdgeIngest:
         self.store = EdgeStore(store_dir)
         self.on_change = on_change
         self.on_stored = on_stored
-        self._queue: queue.Queue[Any] = queue.Queue()
+        # bounded: when the writer falls behind, paho's network thread waits here and stops
+        # reading from the broker (back-pressure) instead of memory growing without limit
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(64, 4 * self.receive_maximum))
+        #: Largest payload accepted (the broker is told; larger ones are refused unparsed).
+        self.max_payload = max_payload_bytes(cfg.expect_samples)
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self.subscribed = threading.Event()
@@ -113,6 +117,11 @@ class EdgeIngest:
         self.client.on_connect_fail = self._on_connect_fail
         self._connect_failures = 0
 
+    @property
+    def receive_maximum(self) -> int:
+        """Unacknowledged QoS 1 messages the broker may send at once."""
+        return max(20, min(65535, 2 * self.cfg.batch_size))
+
     # -- life cycle ------------------------------------------------------------------------------
     def start(self, wait: float | None = 15.0) -> bool:
         """Connect (retrying in the background) and start the threads. With ``wait``, block up to
@@ -123,7 +132,9 @@ class EdgeIngest:
         host, port, _ = self.cfg.endpoint
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.session_expiry
-        props.ReceiveMaximum = max(20, min(65535, 2 * self.cfg.batch_size))
+        props.ReceiveMaximum = self.receive_maximum
+        # the broker must not send (and so we never buffer) packets larger than a valid snapshot
+        props.MaximumPacketSize = self.max_payload + 64 * 1024
         log.info(
             "edge: collecting from %s, topics %s, as %s", self.cfg.redacted(), self.cfg.topics, self.client_id
         )
@@ -206,10 +217,14 @@ class EdgeIngest:
                     log.error(
                         "edge: %s; the broker keeps the messages until they are stored", self.last_error
                     )
-                    if not stop:
+                    # retried here, not re-queued: the queue is bounded and this is its only reader
+                    while not stop and not self._stopping.is_set():
                         time.sleep(1.0)
-                        for raw in raws:
-                            self._queue.put(raw)
+                        try:
+                            self._write(raws)
+                            break
+                        except Exception as again:
+                            self.last_error = f"cannot store collected data: {again}"
             if stop:
                 return
 
@@ -219,7 +234,7 @@ class EdgeIngest:
         bad = 0
         for raw in raws:
             try:
-                msg = parse_message(raw.payload)
+                msg = parse_message(raw.payload, self.cfg.expect_samples, self.max_payload)
                 if isinstance(msg, Snapshot):
                     self._check_shape(msg)
             except DataFormatError as exc:

@@ -21,7 +21,16 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from kosmos_fl.errors import DataFormatError
 
@@ -29,6 +38,17 @@ SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 """Larger messages are refused before parsing (a 2560-sample snapshot is about 30 kB)."""
 MAX_SAMPLES = 1 << 20
+#: Longest JSON text of one sample of both channels ("-1.2345678901234567e-05, " twice, rounded up).
+_BYTES_PER_SAMPLE = 64
+_ENVELOPE_BYTES = 16 * 1024
+
+
+def max_payload_bytes(expect_samples: int) -> int:
+    """Largest payload a snapshot of ``expect_samples`` per channel can take (JSON numbers are the
+    longest encoding), capped by :data:`MAX_PAYLOAD_BYTES`: anything larger is refused unparsed."""
+    return min(MAX_PAYLOAD_BYTES, _BYTES_PER_SAMPLE * expect_samples + _ENVELOPE_BYTES)
+
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 """Machine and bearing ids: they name folders on the client, so no separators or dots first."""
 
@@ -51,17 +71,20 @@ class Channels(BaseModel):
     vertical: list[float] | str
 
 
-def _decode(value: list[float] | str, encoding: Encoding, name: str) -> np.ndarray:
+def _decode(
+    value: list[float] | str, encoding: Encoding, name: str, max_samples: int = MAX_SAMPLES
+) -> np.ndarray:
+    """One channel as float32; its sample count is checked before any conversion."""
     if encoding == "json":
         if isinstance(value, str):
             raise ValueError(f"channel {name} is a string but encoding is 'json' (a list of numbers)")
-        if len(value) > MAX_SAMPLES:
-            raise ValueError(f"channel {name} has more than {MAX_SAMPLES} samples")
+        if len(value) > max_samples:
+            raise ValueError(f"channel {name} has more than {max_samples} samples")
         return np.asarray(value, dtype=np.float32)
     if not isinstance(value, str):
         raise ValueError(f"channel {name} must be a base64 string with encoding 'f32le-base64'")
-    if len(value) > MAX_SAMPLES * 4 * 4 // 3 + 4:
-        raise ValueError(f"channel {name} has more than {MAX_SAMPLES} samples")
+    if len(value) > max_samples * 4 * 4 // 3 + 4:
+        raise ValueError(f"channel {name} has more than {max_samples} samples")
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -83,9 +106,10 @@ class Snapshot(_Msg):
     _signal: np.ndarray = PrivateAttr()
 
     @model_validator(mode="after")
-    def _signals(self) -> Snapshot:
-        h = _decode(self.channels.horizontal, self.encoding, "horizontal")
-        v = _decode(self.channels.vertical, self.encoding, "vertical")
+    def _signals(self, info: ValidationInfo) -> Snapshot:
+        most = int((info.context or {}).get("max_samples", MAX_SAMPLES))
+        h = _decode(self.channels.horizontal, self.encoding, "horizontal", most)
+        v = _decode(self.channels.vertical, self.encoding, "vertical", most)
         if h.size != v.size:
             raise ValueError(f"channels differ in length: horizontal {h.size}, vertical {v.size}")
         if h.size < 2:
@@ -121,12 +145,17 @@ Message = Annotated[Snapshot | Maintenance, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[Snapshot | Maintenance] = TypeAdapter(Message)
 
 
-def parse_message(payload: bytes) -> Snapshot | Maintenance:
-    """Validate one MQTT payload; a bad one raises :class:`DataFormatError` with a one-line reason."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise DataFormatError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+def parse_message(
+    payload: bytes, max_samples: int = MAX_SAMPLES, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> Snapshot | Maintenance:
+    """Validate one MQTT payload; a bad one raises :class:`DataFormatError` with a one-line reason.
+    A payload over ``max_bytes`` is refused before it is parsed, a channel over ``max_samples``
+    before it is converted (the ingest passes what its use case expects)."""
+    limit = min(max_bytes, MAX_PAYLOAD_BYTES)
+    if len(payload) > limit:
+        raise DataFormatError(f"payload of {len(payload)} bytes exceeds {limit}")
     try:
-        return _ADAPTER.validate_json(payload)
+        return _ADAPTER.validate_json(payload, context={"max_samples": min(max_samples, MAX_SAMPLES)})
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(message)"

@@ -40,6 +40,10 @@ CREDENTIALS_FILE = "credentials.json"
 NODE_KEY = "supernode.key"
 NODE_PUB = "supernode.pub"
 BUNDLE_CA = "ca.pem"
+#: All a peer is told when its credentials do not check out (issue 16 row 7).
+INVALID_CREDENTIALS = (
+    "invalid credentials; ask the server's operator to check this site's bundle (`kosmos-fl clients list`)"
+)
 
 
 @dataclass
@@ -156,6 +160,16 @@ class ClientRegistry:
             entry.revoked_at = _now()
             self._save(entries)
         return entry
+
+    def verify_peer(self, auth: Any) -> tuple[str | None, str, str]:
+        """:meth:`verify` split for the two audiences: (name, what the peer is told, what the
+        server logs). The peer learns only that credentials are missing or invalid, never whether
+        a client name exists or was revoked (no enumeration); the detail stays in the server log."""
+        name, detail = self.verify(auth)
+        if name is not None:
+            return name, "", ""
+        has_token = isinstance(auth, dict) and bool(auth.get("token"))
+        return None, (INVALID_CREDENTIALS if has_token else detail), detail
 
     def verify(self, auth: Any) -> tuple[str | None, str]:
         """Check a handshake's ``auth``; returns (client name, "") or (None, reason)."""

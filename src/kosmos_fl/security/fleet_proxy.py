@@ -16,6 +16,12 @@ An empty ``pull-messages`` answer is instead held here, asking the SuperLink aga
 of milliseconds, until a message exists, ``hold`` seconds have passed (well under the SuperNode's
 30 s request timeout) or the session ends. The SuperNode itself is unchanged, and the SuperLink
 still decides what each node gets: the proxy only repeats the node's own signed request.
+
+Bounded resources (issue 16 row 4): request bodies are read in chunks and refused (413, connection
+closed) as soon as they pass the path's limit (a declared ``Content-Length`` over it is refused
+before anything is read): ``max_push`` for ``push-object``/``push-messages`` (model updates),
+``max_request`` for every other call (a few KiB). At most ``max_inflight`` requests are served at
+once, ``max_inflight_per_ip`` from one address (held pulls count); more get 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +50,15 @@ REPOLL_FIRST, REPOLL_MAX = 0.02, 0.25
 Answer = tuple[int, dict[str, str], bytes]
 #: Largest request/response forwarded (model weights travel in Fleet messages).
 MAX_BODY = 1 << 30
+#: Fleet calls whose bodies carry model data (the rest are small: ids, keys, heartbeats).
+PUSH_PATHS = frozenset({"/v1/fleet/push-object", "/v1/fleet/push-messages"})
+_CHUNK = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -57,6 +73,16 @@ _HOP_BY_HOP = {
 }
 
 
+@dataclass(frozen=True)
+class FleetLimits:
+    """Body and concurrency limits of the proxy (``limits.fleet_*`` in the server config)."""
+
+    max_push: int = 64 * 1024 * 1024
+    max_request: int = 16 * 1024
+    max_inflight: int = 512
+    max_inflight_per_ip: int = 32
+
+
 class FleetProxy:
     """Forwards Fleet API calls from the network to a loopback SuperLink; nothing else."""
 
@@ -67,7 +93,11 @@ class FleetProxy:
         hold: float = 0.0,
         holding: Callable[[], bool] = lambda: True,
         on_held: Callable[[str], None] | None = None,
+        limits: FleetLimits | None = None,
     ) -> None:
+        self.limits = limits or FleetLimits()
+        self._inflight = 0
+        self._inflight_ip: dict[str, int] = {}
         self.upstream = upstream.rstrip("/")
         self.upstream_ssl = upstream_ssl
         #: Longest wait (s) for a message when a pull finds none; 0 forwards every answer at once.
@@ -136,8 +166,53 @@ class FleetProxy:
             return web.json_response(
                 {"detail": "not found: only the Flower Fleet API is served on this address"}, status=404
             )
+        peer = request.remote or "?"
+        lim = self.limits
+        if self._inflight >= lim.max_inflight or self._inflight_ip.get(peer, 0) >= lim.max_inflight_per_ip:
+            log.warning("refused %s from %s: too many Fleet requests in flight", request.path, peer)
+            return web.json_response(
+                {"detail": "too many requests in flight; retry shortly"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        self._inflight += 1
+        self._inflight_ip[peer] = self._inflight_ip.get(peer, 0) + 1
+        try:
+            return await self._handle_fleet(request)
+        finally:
+            self._inflight -= 1
+            left = self._inflight_ip.get(peer, 1) - 1
+            if left > 0:
+                self._inflight_ip[peer] = left
+            else:
+                self._inflight_ip.pop(peer, None)
+
+    async def _read_body(self, request: web.Request, limit: int) -> bytes:
+        """The request body, read in chunks; BodyTooLarge as soon as it passes ``limit``."""
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge
+        body = bytearray()
+        while chunk := await request.content.read(_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge
+        return bytes(body)
+
+    async def _handle_fleet(self, request: web.Request) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        body = await request.read()
+        limit = self.limits.max_push if request.path in PUSH_PATHS else self.limits.max_request
+        try:
+            body = await self._read_body(request, limit)
+        except BodyTooLarge:
+            log.warning(
+                "refused %s from %s: body over %d bytes (limits.fleet_max_%s_bytes)",
+                request.path, request.remote, limit, "push" if request.path in PUSH_PATHS else "request",
+            )  # fmt: skip
+            with contextlib.suppress(Exception):
+                request.protocol.force_close()  # do not read (or drain) the rest
+            return web.json_response(
+                {"detail": f"request body over {limit} bytes"}, status=413, headers={"Connection": "close"}
+            )
         try:
             answer = await self._forward(request.method, request.path_qs, headers, body)
         except aiohttp.ClientError as exc:
@@ -170,12 +245,13 @@ async def start_fleet_proxy(
     hold: float = 0.0,
     holding: Callable[[], bool] = lambda: True,
     on_held: Callable[[str], None] | None = None,
+    limits: FleetLimits | None = None,
 ) -> web.AppRunner:
     """Listen on ``host:port`` (TLS when ``server_ssl``) and forward Fleet calls to ``upstream``.
 
     ``hold`` > 0 long-polls empty pulls while ``holding()`` (see the module docstring).
     """
-    proxy = FleetProxy(upstream, upstream_ssl, hold, holding, on_held)
+    proxy = FleetProxy(upstream, upstream_ssl, hold, holding, on_held, limits)
     runner = web.AppRunner(proxy.app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=server_ssl).start()

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from kosmos_fl.fl.session import SessionSpec
+from kosmos_fl.ml import model_format
 from kosmos_fl.ml.train import predict
 
 
@@ -51,14 +52,25 @@ def registered_params(usecase: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def log_model(spec: SessionSpec, usecase: Any, model: Any, groups: dict[str, Any]) -> tuple[str, str]:
-    """Log the final global model with a signature and register it; returns its models:/ URI."""
+    """Log the final global model as data and register it; returns its models:/ URI and version.
+
+    The weights go in as a plain array archive (:mod:`kosmos_fl.ml.model_format`), never pickled:
+    ``predict``/``serve`` rebuild the network from the use case and its recorded parameters. The
+    archive's SHA-256 is a tag of the model version and is checked before the weights are read.
+    ``mlflow models serve`` works through the pyfunc loader ``kosmos_fl.serving`` (installed code,
+    nothing from the artifact store runs). ``groups`` empty: no signature (re-registration)."""
+    import tempfile
+
     import mlflow
     import torch
     from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
 
-    first = next(iter(groups.values()))
-    example = usecase.input_example(first)
-    signature = infer_signature(example, predict(model, example).astype(np.float32))
+    signature = None
+    if groups:
+        first = next(iter(groups.values()))
+        example = usecase.input_example(first)
+        signature = infer_signature(example, predict(model, example).astype(np.float32))
     metadata = {
         "kosmos_usecase": spec.usecase_name,
         "kosmos_usecase_version": spec.usecase_version,
@@ -67,18 +79,27 @@ def log_model(spec: SessionSpec, usecase: Any, model: Any, groups: dict[str, Any
         "target_unit": usecase.target_unit,
     }
     model.eval()
-    with mlflow.start_run(run_id=spec.mlflow_run_id):
-        info = mlflow.pytorch.log_model(
-            pytorch_model=model,
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=spec.mlflow_run_id):
+        data = Path(tmp) / model_format.DATA_DIR
+        sha = model_format.write_weights(
+            model,
+            data,
+            {k: metadata[k] for k in ("kosmos_usecase", "kosmos_usecase_version", "kosmos_usecase_params")},
+        )
+        info = mlflow.pyfunc.log_model(
             name="model",
+            loader_module="kosmos_fl.serving",
+            data_path=str(data),
             signature=signature,
             registered_model_name=spec.registered_model_name,
-            metadata=metadata,
-            # "pt2" graphs cannot be put in eval mode once loaded (MLflow 3.17), so the model is
-            # pickled: loading it needs kosmos_fl (and the use case's package) installed.
-            serialization_format="pickle",
+            metadata={**metadata, "kosmos_weights_sha256": sha},
+            # not "kosmos-fl": a registry package of that name need not be this project; serving
+            # runs where kosmos_fl is installed (`kosmos-fl serve`; `mlflow models serve --env-manager local`)
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
         mlflow.set_tag("kosmos.status", "completed")
     version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in ((model_format.TAG_FORMAT, model_format.FORMAT), (model_format.TAG_SHA256, sha)):
+        client.set_model_version_tag(spec.registered_model_name, version, key, value)
     return f"models:/{spec.registered_model_name}/{version}", version

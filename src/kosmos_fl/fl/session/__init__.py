@@ -21,6 +21,7 @@ from kosmos_fl.fl.session.folder import (
     RESULT_FILE,
     SESSION_FILE,
     SessionFolder,
+    private_dir,
     write_atomic,
     write_json_atomic,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "StoppedEvent",
     "append_jsonl",
     "decide_quorum",
+    "private_dir",
     "read_progress",
     "write_atomic",
     "write_json_atomic",

@@ -28,6 +28,14 @@ CLIENTS_FILE = "clients.json"
 MODEL_SUMMARY_FILE = "model_summary.txt"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it accessible to the owner only (0700): work and
+    session folders hold specs, checkpoints and logs that can carry credentials."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 #: errno values that mean the disk, not the program: full, over quota, read-only, I/O failure.
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 

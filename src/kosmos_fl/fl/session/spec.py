@@ -10,15 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kosmos_fl.config.privacy import DifferentialPrivacyConfig, SecureAggregationConfig
 from kosmos_fl.config.session import decide_quorum
-from kosmos_fl.fl.session.folder import write_atomic
+from kosmos_fl.fl.session.folder import private_dir, write_atomic
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def write(self, path: Path) -> Path:
-        """Write atomically, so a reader never sees half a file."""
-        return write_atomic(path, self.model_dump_json(indent=2))
+        """Write atomically, so a reader never sees half a file, and privately: a spec can hold a
+        PostgreSQL DSN with its password (``data_path``) and the MLflow URI, so the file is 0600
+        from its first byte and its folder 0700."""
+        private_dir(path.parent)
+        return write_atomic(path, self.model_dump_json(indent=2), private=True)
 
     @classmethod
     def read(cls, path: Path | str) -> Any:

@@ -165,6 +165,12 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
             await asyncio.sleep(0.2)
             if sid is not None:
                 await self.disconnect(sid)
+            # the error events and the DISCONNECT wait in engine.io's send queue; on a busy machine
+            # its writer can lag behind, and closing the WebSocket first loses them: let it drain
+            sock = getattr(self.eio, "sockets", {}).get(eio_sid)
+            if sock is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sock.queue.join(), 5.0)
             ws = self.eio.kosmos_websockets.get(eio_sid)
             with contextlib.suppress(Exception):
                 if ws is not None:

@@ -164,7 +164,7 @@ class TurbofanUseCase(UseCase):
     #: The session settings the defaults were selected with (bench/bench_cmapss.py, 3 clients);
     #: ``kosmos-fl demo --usecase TurbofanUseCase`` uses them.
     session_defaults: ClassVar[Mapping[str, Any]] = {
-        "n_federated_train_epoch": 6,
+        "n_federated_train_epoch": 8,
         "training": {"local_epochs": 2, "learning_rate": 1e-3, "batch_size": 128},
     }
 

@@ -170,18 +170,22 @@ def _server_values(
 
 
 def _report(summary: dict[str, Any], seconds: float, mlflow_dir: str, data_dir: Path) -> None:
-    """Where the results are and the command to try the model."""
+    """Where the results are and the command to try the model (never wrapped: users copy them)."""
+
+    def show(*parts: Any) -> None:
+        console.print(*parts, soft_wrap=True)
+
     uri = summary["model_uri"]
-    console.print(f"\n[bold green]Session completed[/] in {seconds:.0f} s")
-    console.print(
+    show(f"\n[bold green]Session completed[/] in {seconds:.0f} s")
+    show(
         f"MLflow run     : {summary['mlflow_run_id']} (store: {mlflow_dir}; "
         f"browse with `mlflow ui --backend-store-uri sqlite:///{mlflow_dir}/mlflow.db`)"
         if "://" not in mlflow_dir
         else f"MLflow run     : {summary['mlflow_run_id']} at {mlflow_dir}"
     )
-    console.print(f"Plots          : {Path(summary['out_dir']) / 'plots'}")
-    console.print(f"Registered model: {uri}")
-    console.print(f"Try            : kosmos-fl predict --model {uri} --data {data_dir} --mlflow {mlflow_dir}")
+    show(f"Plots          : {Path(summary['out_dir']) / 'plots'}")
+    show(f"Registered model: {uri}")
+    show(f"Try            : kosmos-fl predict --model {uri} --data {data_dir} --mlflow {mlflow_dir}")
 
 
 def _follow(fed: LocalFederation) -> dict[str, Any]:

@@ -10,8 +10,10 @@ before this format, or crafted) is refused without reading its files: loading an
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,34 @@ def _rebuild(folder: Path, sha256: str) -> tuple[Any, UseCase]:
     return model_format.rebuild(usecase.build_model(), arrays), usecase
 
 
+def existing_store(mlflow_address: str) -> str:
+    """The tracking URI of ``mlflow_address`` for reading a model: a local store must already
+    exist. Opening a missing one would create and migrate an empty database (seconds, and files
+    left behind) only to report that the model is not there."""
+    if "://" not in mlflow_address and not mlflow_address.startswith("databricks"):
+        db = Path(mlflow_address).expanduser().resolve() / "mlflow.db"
+        if not db.is_file():
+            raise ModelError(
+                f"no MLflow store at {db.parent} (no mlflow.db); pass --mlflow <the server's "
+                "mlflow_server_address> or set MLFLOW_TRACKING_URI"
+            )
+    return tracking_uri(mlflow_address)
+
+
+def mlflow_address_or_env(mlflow_address: str | None) -> str:
+    """``--mlflow`` if given, else ``MLFLOW_TRACKING_URI`` (MLflow's own variable), else ./mlruns."""
+    return mlflow_address or os.environ.get("MLFLOW_TRACKING_URI") or "./mlruns"
+
+
+def non_negative_rul(table: Any) -> Any:
+    """``table`` with every ``rul*`` column clipped at 0: a remaining life is never negative (a
+    regression head can dip slightly below 0 near failure)."""
+    for col in table.columns:
+        if str(col).startswith("rul") and np.issubdtype(table[col].dtype, np.number):
+            table[col] = table[col].clip(lower=0)
+    return table
+
+
 def fetch_model(model_uri: str, mlflow_address: str, dst: Path) -> LoadedModel:
     """The model version behind ``model_uri`` rebuilt from its checked weights; files go to ``dst``."""
     import mlflow
@@ -66,7 +96,7 @@ def fetch_model(model_uri: str, mlflow_address: str, dst: Path) -> LoadedModel:
             f"model URI {model_uri!r} is not a registered model; use models:/<name>/<version> "
             "or models:/<name>@<alias>"
         )
-    uri = tracking_uri(mlflow_address)
+    uri = existing_store(mlflow_address)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -113,9 +143,11 @@ def load_model(model_uri: str, mlflow_address: str) -> tuple[Any, UseCase]:
 
 def predict_csv(model_uri: str, data: Path, *, all_rows: bool, mlflow_address: str) -> str:
     """CSV text with a header; the first two columns are the unit and its predicted RUL."""
-    model, usecase = load_model(model_uri, mlflow_address)
-    table = usecase.predict_table(model, data, all_rows=all_rows)
-    return table.to_csv(index=False)
+    with warnings.catch_warnings():  # library warnings (torch, MLflow) are not the user's output
+        warnings.simplefilter("ignore")
+        model, usecase = load_model(model_uri, mlflow_address)
+        table = usecase.predict_table(model, data, all_rows=all_rows)
+    return non_negative_rul(table).to_csv(index=False)
 
 
 class PyfuncModel:

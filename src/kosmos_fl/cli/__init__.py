@@ -122,12 +122,17 @@ def predict(
     ),
     data: Path = typer.Option(..., "--data", "-d", help="Folder of bearings (or data file of the use case)."),
     all_rows: bool = typer.Option(False, "--all", help="Predict every snapshot, not only the last."),
-    mlflow_uri: str = typer.Option("./mlruns", "--mlflow", help="mlflow_server_address the model lives in."),
+    mlflow_uri: str | None = typer.Option(
+        None,
+        "--mlflow",
+        help="mlflow_server_address the model lives in (default: $MLFLOW_TRACKING_URI, ./mlruns).",
+    ),
 ) -> None:
     """Print predicted remaining useful life as CSV (first columns: unit, RUL)."""
-    from kosmos_fl.serving import predict_csv
+    from kosmos_fl.serving import mlflow_address_or_env, predict_csv
 
-    sys.stdout.write(predict_csv(model, data, all_rows=all_rows, mlflow_address=mlflow_uri))
+    address = mlflow_address_or_env(mlflow_uri)
+    sys.stdout.write(predict_csv(model, data, all_rows=all_rows, mlflow_address=address))
 
 
 @app.command()
@@ -135,14 +140,19 @@ def serve(
     model: str = typer.Option(
         ..., "--model", "-m", help="MLflow model URI, e.g. models:/kosmos-BearingUseCase/1"
     ),
-    mlflow_uri: str = typer.Option("./mlruns", "--mlflow", help="mlflow_server_address the model lives in."),
+    mlflow_uri: str | None = typer.Option(
+        None,
+        "--mlflow",
+        help="mlflow_server_address the model lives in (default: $MLFLOW_TRACKING_URI, ./mlruns).",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(5001, "--port", help="Port to listen on."),
 ) -> None:
     """Serve a registered model over HTTP (MLflow's /invocations protocol), weights checked first."""
+    from kosmos_fl.serving import mlflow_address_or_env
     from kosmos_fl.serving import serve as serve_model
 
-    serve_model(model, mlflow_uri, host, port)
+    serve_model(model, mlflow_address_or_env(mlflow_uri), host, port)
 
 
 @models_app.command("register")

@@ -159,8 +159,16 @@ class KosmosClient:
         if self.supernode is not None:
             # the server dropped us from the session when the connection broke (or it restarted
             # and will resume the session with whoever registers): start over for a session
-            log.warning("reconnected during a session; this client was dropped from it and registers again")
             await self._stop_supernode()
+            if self.once:  # --once means one session: this one ended for us, so exit, not re-register
+                reason = (
+                    "the connection to the server broke during the session and the server dropped this client"
+                )
+                log.error("%s; exiting (--once)", reason)
+                self.last_result = {"status": "dropped", "reason": reason}
+                self.done.set()
+                return
+            log.warning("reconnected during a session; this client was dropped from it and registers again")
         await self.register()
 
     async def on_disconnect(self, reason: Any = None) -> None:

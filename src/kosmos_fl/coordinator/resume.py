@@ -9,8 +9,10 @@ in the same MLflow run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +109,29 @@ def tag_interrupted(uri: str, run_id: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient(tracking_uri=uri).set_tag(run_id, "kosmos.status", "interrupted")
+
+
+#: Seconds a stopping server waits for MLflow to tag the interrupted run (issue 21: it waited out
+#: MLflow's whole retry budget while MLflow was down, and grace periods ended in SIGKILL).
+TAG_TIMEOUT = 3.0
+
+
+def tag_interrupted_bounded(uri: str, run_id: str, timeout: float | None = None) -> bool:
+    """:func:`tag_interrupted` in a daemon thread, waited for at most ``timeout`` seconds (default
+    :data:`TAG_TIMEOUT`); best effort. False when MLflow did not answer in time or failed."""
+
+    done: list[bool] = []
+
+    def tag() -> None:
+        with contextlib.suppress(Exception):
+            tag_interrupted(uri, run_id)
+            done.append(True)
+
+    worker = threading.Thread(target=tag, name="kosmos-tag-interrupted", daemon=True)
+    worker.start()
+    worker.join(TAG_TIMEOUT if timeout is None else timeout)
+    if not done:
+        log.warning(
+            "MLflow did not tag run %s as interrupted in time (it may be down); --resume still works", run_id
+        )
+    return bool(done)

@@ -368,9 +368,8 @@ class SessionRunner:
         log.warning(
             "session %s interrupted by shutdown; start the server with --resume to continue it", s.session_id
         )
-        if s.mlflow_run_id:
-            with contextlib.suppress(Exception):
-                resume.tag_interrupted(self.mlflow_uri, s.mlflow_run_id)
+        if s.mlflow_run_id:  # best effort and bounded: a stop must not wait on MLflow
+            resume.tag_interrupted_bounded(self.mlflow_uri, s.mlflow_run_id)
 
     def find_interrupted(self) -> None:
         """With ``resume``, pick up the newest interrupted session; otherwise say how to."""

@@ -15,7 +15,11 @@ from kosmos_fl.fl.flower_runtime import object_pulls
 
 @pytest.fixture
 def restore_defaults():
+    """Flower's own schedule for the test (another test in this worker process may have applied
+    ours), and whatever was there before afterwards."""
     saved = {fn: dict(fn.__kwdefaults__) for fn in object_pulls._targets()}
+    for fn, flower in object_pulls.ORIGINAL_DEFAULTS.items():
+        fn.__kwdefaults__.update(flower)
     yield
     for fn, defaults in saved.items():
         fn.__kwdefaults__.clear()

@@ -115,6 +115,9 @@ class KosmosClient:
         self.supernode: runtime.ManagedProcess | None = None
         self.done = asyncio.Event()
         self.last_result: dict[str, Any] | None = None
+        #: the session this client last joined, and the one it was dropped from (``--once``)
+        self.session_id: str | None = None
+        self.dropped_from: str | None = None
         #: TLS (CA to trust) and credentials; checked here so a bad setup fails before connecting.
         self.security = client_security(config, self.base_dir)
         if self.security.credentials is not None and config.client_name is None:
@@ -160,14 +163,8 @@ class KosmosClient:
             # the server dropped us from the session when the connection broke (or it restarted
             # and will resume the session with whoever registers): start over for a session
             await self._stop_supernode()
-            if self.once:  # --once means one session: this one ended for us, so exit, not re-register
-                reason = (
-                    "the connection to the server broke during the session and the server dropped this client"
-                )
-                log.error("%s; exiting (--once)", reason)
-                self.last_result = {"status": "dropped", "reason": reason}
-                self.done.set()
-                return
+            # --once: only that session may still be joined (a restarted server resumes it)
+            self.dropped_from = self.session_id
             log.warning("reconnected during a session; this client was dropped from it and registers again")
         await self.register()
 
@@ -208,6 +205,14 @@ class KosmosClient:
             log.error("cannot join the session: %s", exc)
             await self.sio.emit("client_criteria", {"criteria_are_met": False, "reason": str(exc)})
             return
+        if self.once and self.dropped_from is not None and msg.session_id != self.dropped_from:
+            # --once means one session: the one this client was dropped from ended without it
+            reason = f"this client was dropped from session {self.dropped_from} when its connection broke"
+            log.error("%s; not joining session %s (--once)", reason, msg.session_id)
+            self.last_result = {"status": "dropped", "reason": reason}
+            self.done.set()
+            return
+        self.session_id = msg.session_id
         session_dir = self.work_dir / "sessions" / msg.session_id
         spec = node_spec(self.config, self.base_dir, msg, self.edge)
         flwr_address = self.config.flwr_server_address or msg.flwr_server_address

@@ -39,6 +39,10 @@ def _targets() -> list[Any]:
     return [inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree]
 
 
+#: Flower's own values of the tuned parameters, saved before the first patch (tests restore them).
+ORIGINAL_DEFAULTS: dict[Any, dict[str, Any]] = {}
+
+
 def use_fast_object_pulls() -> bool:
     """Apply :data:`POLICY` to Flower's object-pull functions in this process; False (and a
     warning) when this Flower version does not have the expected parameters."""
@@ -54,5 +58,6 @@ def use_fast_object_pulls() -> bool:
             )
             return False
     for fn in targets:
+        ORIGINAL_DEFAULTS.setdefault(fn, {k: fn.__kwdefaults__[k] for k in POLICY})
         fn.__kwdefaults__.update(POLICY)
     return True

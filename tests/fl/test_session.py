@@ -111,3 +111,28 @@ def test_a_full_disk_is_named_and_leaves_no_temporary_file(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="not a disk problem"):
         write_atomic(target, bug)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["session.json"]
+
+
+def test_write_problem_reports_a_full_disk_and_clears_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: /health says not ok, with the reason, while work_dir cannot be written, and ok
+    again once it can; the probe leaves no .tmp behind."""
+    import errno
+
+    from kosmos_fl.fl.session import folder, write_problem
+
+    assert write_problem(tmp_path) is None
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(folder.os, "fsync", full)
+    reason = write_problem(tmp_path)
+    assert reason is not None and "No space left on device (ENOSPC)" in reason and str(tmp_path) in reason
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()  # the disk has space again
+    assert write_problem(tmp_path) is None
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("x")
+    assert write_problem(blocked) is not None  # a file where the folder should be

@@ -32,7 +32,7 @@ from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl import strategies
 from kosmos_fl.fl.flower_runtime import runtime
-from kosmos_fl.fl.session import private_dir
+from kosmos_fl.fl.session import private_dir, write_problem
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.redact import redact
 from kosmos_fl.security.fleet_proxy import FleetLimits, start_fleet_proxy
@@ -155,8 +155,13 @@ class Coordinator:
         return web.json_response(self.status())
 
     async def http_health(self, request: web.Request) -> web.Response:
-        ok = self.superlink is None or self.superlink.alive()
-        return web.json_response({"ok": ok}, status=200 if ok else 503)
+        problems = (
+            [] if self.superlink is None or self.superlink.alive() else ["the SuperLink is not running"]
+        )
+        disk = await asyncio.to_thread(write_problem, self.work_dir)
+        problems += [disk] if disk else []
+        body: dict[str, Any] = {"ok": not problems, **({"reason": "; ".join(problems)} if problems else {})}
+        return web.json_response(body, status=503 if problems else 200)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> web.AppRunner:

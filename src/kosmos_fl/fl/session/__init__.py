@@ -24,6 +24,7 @@ from kosmos_fl.fl.session.folder import (
     private_dir,
     write_atomic,
     write_json_atomic,
+    write_problem,
 )
 from kosmos_fl.fl.session.progress import (
     ProgressEvent,
@@ -67,4 +68,5 @@ __all__ = [
     "read_progress",
     "write_atomic",
     "write_json_atomic",
+    "write_problem",
 ]

@@ -73,6 +73,19 @@ def write_atomic(
     return path
 
 
+def write_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be written right now (full, read-only or failing disk), or None: a
+    small probe file written as every session file is. For ``/health``, which must say so while
+    it lasts and turn back on its own (issue 21)."""
+    try:
+        write_atomic(folder / ".health-probe", b"ok")
+    except StorageError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot write {folder}: {exc.strerror or exc}"
+    return None
+
+
 def write_json_atomic(path: Path, data: Any) -> Path:
     """:func:`write_atomic` of a small JSON document."""
     return write_atomic(path, json.dumps(data, indent=2, default=str))

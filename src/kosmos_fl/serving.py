@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from kosmos_fl.errors import ModelError
-from kosmos_fl.fl.tracking import tracking_uri
+from kosmos_fl.fl.tracking import local_store, tracking_uri
 from kosmos_fl.ml import model_format
 from kosmos_fl.ml.train import predict
 from kosmos_fl.usecases import UseCase, load_usecase
@@ -60,13 +60,12 @@ def existing_store(mlflow_address: str) -> str:
     """The tracking URI of ``mlflow_address`` for reading a model: a local store must already
     exist. Opening a missing one would create and migrate an empty database (seconds, and files
     left behind) only to report that the model is not there."""
-    if "://" not in mlflow_address and not mlflow_address.startswith("databricks"):
-        db = Path(mlflow_address).expanduser().resolve() / "mlflow.db"
-        if not db.is_file():
-            raise ModelError(
-                f"no MLflow store at {db.parent} (no mlflow.db); pass --mlflow <the server's "
-                "mlflow_server_address> or set MLFLOW_TRACKING_URI"
-            )
+    folder = local_store(mlflow_address)
+    if folder is not None and not (folder / "mlflow.db").is_file():
+        raise ModelError(
+            f"no MLflow store at {folder} (no mlflow.db); pass --mlflow <the server's "
+            "mlflow_server_address> or set MLFLOW_TRACKING_URI"
+        )
     return tracking_uri(mlflow_address)
 
 

@@ -14,6 +14,17 @@ from kosmos_fl.fl.session import SessionSpec
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
+def local_store(address: str, base_dir: Path | None = None) -> Path | None:
+    """The folder of an embedded store (``<folder>/mlflow.db``) when ``mlflow_server_address`` is
+    a local path (relative to ``base_dir``, default the current folder); None for a URL."""
+    if _SCHEME.match(address) or address.startswith("databricks"):
+        return None
+    folder = Path(address).expanduser()
+    if not folder.is_absolute():
+        folder = (base_dir or Path.cwd()) / folder
+    return folder.resolve()
+
+
 def tracking_uri(address: str, base_dir: Path | None = None) -> str:
     """Turn ``mlflow_server_address`` into a tracking URI.
 
@@ -21,12 +32,9 @@ def tracking_uri(address: str, base_dir: Path | None = None) -> str:
     local path means an embedded store in that folder: ``<path>/mlflow.db`` (SQLite, which also
     holds the Model Registry) with artifacts in ``<path>/artifacts``; no server needed.
     """
-    if _SCHEME.match(address) or address.startswith("databricks"):
+    folder = local_store(address, base_dir)
+    if folder is None:
         return address
-    folder = Path(address).expanduser()
-    if not folder.is_absolute():
-        folder = (base_dir or Path.cwd()) / folder
-    folder = folder.resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,6 +35,12 @@ META = "meta.json"
 CACHE_DIRNAME = ".kosmos-cache"
 
 _ARRAYS = ("timestamps", "rul_seconds", "rul_fraction", "features", "spectra")
+
+_NPY_HEADER_LOCK = threading.Lock()
+"""``np.load`` parses each header with ``ast.literal_eval``. On CPython 3.11 (3.11.7 here) two
+threads parsing at once can fail with ``SystemError: AST constructor recursion depth mismatch``
+(python/cpython#106905). Bearings are loaded on a thread pool, so their loads take turns; only
+small arrays are read here (spectra are memory-mapped), so the lock costs nothing measurable."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,10 +163,11 @@ def read_meta(entry: Path) -> dict[str, Any] | None:
 def load_entry(entry: Path, meta: dict[str, Any]) -> ProcessedBearing | None:
     """A stored bearing with memory-mapped spectra, or None if its files are damaged."""
     try:
-        arrays = {
-            name: np.load(entry / f"{name}.npy", mmap_mode="r" if name == "spectra" else None)
-            for name in _ARRAYS
-        }
+        with _NPY_HEADER_LOCK:
+            arrays = {
+                name: np.load(entry / f"{name}.npy", mmap_mode="r" if name == "spectra" else None)
+                for name in _ARRAYS
+            }
     except (OSError, ValueError):
         return None
     n = arrays["timestamps"].shape[0]

@@ -42,7 +42,7 @@ class Pieces:
         self.on_disconnect = self.admission.on_disconnect
         self.on_client_criteria = self.admission.on_client_criteria
         self.on_unknown = self.admission.on_unknown
-        self.flwr_address_for = self.sessions.flwr_address_for
+        self.flwr_address_for = config.flwr_address_for
 
         async def emit(event: str, data: Any = None, to: str | None = None, **_: Any) -> None:
             self.emitted.append((event, to or "", data))

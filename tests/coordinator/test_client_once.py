@@ -19,6 +19,9 @@ class _SuperNode:
     def stop(self) -> None:
         self.stopped = True
 
+    def alive(self) -> bool:
+        return not self.stopped
+
 
 def _start_train(session_id: str) -> dict[str, Any]:
     return {
@@ -42,8 +45,8 @@ def _dropped_client(tmp_path: Path, once: bool) -> tuple[KosmosClient, _SuperNod
         ClientConfig(socketio_address="127.0.0.1:6000", work_dir=str(tmp_path)), tmp_path, once=once
     )
     node = _SuperNode()
-    client.supernode = node  # type: ignore[assignment]  # in a session
-    client.session_id = "s1"
+    client.supernode.process = node  # type: ignore[assignment]
+    client.session_id, client.in_session = "s1", True
     registered: list[Any] = []
 
     async def register() -> None:
@@ -56,12 +59,12 @@ def _dropped_client(tmp_path: Path, once: bool) -> tuple[KosmosClient, _SuperNod
 
 def test_once_client_dropped_mid_session_does_not_join_another(tmp_path: Path) -> None:
     client, node, registered = _dropped_client(tmp_path, once=True)
-    assert node.stopped and client.supernode is None
+    assert node.stopped and client.supernode.process is None
     assert registered == [True]  # a restarted server may resume s1 with it
     assert not client.done.is_set()
     asyncio.run(client.on_start_train(_start_train("s2")))  # another session: refuse and exit
     assert client.done.is_set()
-    assert client.supernode is None
+    assert client.supernode.process is None
     assert client.last_result is not None and client.last_result["status"] == "dropped"
     assert "s1" in client.last_result["reason"]
 

@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 
 from kosmos_fl.coordinator.sessions import Session
+from kosmos_fl.fl.flower_runtime import runtime
+from kosmos_fl.fl.rounds import liveness
+from kosmos_fl.fl.session import SessionSpec
 from tests.coordinator.pieces import Pieces, server_config
 
 
@@ -134,3 +137,54 @@ def test_mlflow_store_and_experiment_are_prepared_at_start(tmp_path: Path) -> No
     c = asyncio.run(scenario())
     assert (tmp_path / "m" / "mlflow.db").is_file()
     assert MlflowClient(tracking_uri=c.sessions.mlflow_uri).get_experiment_by_name("prepared") is not None
+
+
+def test_eligible_clients_learn_where_to_start_their_supernode(tmp_path: Path) -> None:
+    async def scenario() -> Recorder:
+        c = Recorder(tmp_path, num_clients=2, flwr_server_address="0.0.0.0:9092")
+        for sid, ok in (("a", True), ("no", False)):
+            await connect(c, sid)
+            await c.on_client_criteria(sid, {"criteria_are_met": ok})
+        await c.on_client_criteria("a", {"criteria_are_met": True, "node_id": -1})
+        return c
+
+    c = asyncio.run(scenario())
+    assert c.events("a", "registered")[0]["flwr_server_address"] == "server:9092"  # the host it reached us on
+    assert "flwr_server_address" not in c.events("no", "registered")[0]
+    assert "node_id" in c.events("a", "error")[0]["message"]  # not a Flower node id
+
+
+def test_a_session_records_which_kept_supernodes_are_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients keep their SuperNode between sessions, so the SuperLink also knows the nodes of
+    clients waiting for a later session; the ServerApp learns from nodes.json which are whose."""
+    monkeypatch.setattr(runtime, "submit_run", lambda *args: 7)
+
+    async def scenario() -> tuple[Recorder, Session]:
+        c = Recorder(tmp_path, num_clients=2)
+        for sid, node in (("a", 11), ("b", None), ("c", 13)):
+            await connect(c, sid)
+            await c.on_client_criteria(sid, {"criteria_are_met": True, **({"node_id": node} if node else {})})
+        await asyncio.sleep(0.01)
+        s = c.sessions.session
+        assert s is not None
+        spec = SessionSpec.from_config(
+            c.sessions.config,
+            session_id=s.session_id,
+            out_dir=str(s.out_dir),
+            usecase_name="BearingUseCase",
+            usecase_version=c.admission.usecase_cls.version,
+            data_path=str(tmp_path),
+            mlflow_tracking_uri="",
+            mlflow_run_id="r",
+            registered_model_name="m",
+            coordinator_pid=0,
+        )
+        await c.sessions._submit_and_announce(s, spec)
+        return c, s
+
+    c, s = asyncio.run(scenario())
+    assert s.sids == ["a", "b"] and s.flower_run_id == 7
+    assert liveness.read_nodes(s.out_dir) == ({0: 11}, {13})
+    assert c.events("a", "start_train")[0]["session_id"] == s.session_id

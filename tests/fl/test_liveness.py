@@ -126,3 +126,36 @@ def test_wait_for_nodes_goes_on_with_quorum_after_timeout(tmp_path: Path) -> Non
     assert wait_for_nodes(FakeGrid([1, 2], {}), clients, quorum=2, timeout=0.1) == [1, 2]
     with pytest.raises(FederationError, match="only 1 of 3 clients joined"):
         wait_for_nodes(FakeGrid([1], {}), clients, quorum=2, timeout=0.1)
+
+
+# ------------------------------------------------------------- kept SuperNodes of other clients
+
+
+def test_member_grid_hides_the_kept_nodes_of_clients_outside_the_session(tmp_path: Path) -> None:
+    liveness.write_nodes(tmp_path, {0: 11, 1: 12}, others=[13])
+    clients = SessionClients(tmp_path, 2)
+    grid = liveness.MemberGrid(FakeGrid([11, 12, 13, 14], {}), clients)
+    assert grid.get_node_ids() == [11, 12]  # every client announced its node: only those
+    assert clients.client_of(12) == 1  # known before any reply
+    assert wait_for_nodes(grid, clients, quorum=2, timeout=1.0) == [11, 12]
+
+
+def test_without_every_node_announced_only_the_known_outsiders_are_hidden(tmp_path: Path) -> None:
+    liveness.write_nodes(tmp_path, {0: 11}, others=[13])
+    grid = liveness.MemberGrid(FakeGrid([11, 12, 13], {}), SessionClients(tmp_path, 2))
+    assert grid.get_node_ids() == [11, 12]
+
+
+def test_a_node_claimed_twice_does_not_narrow_the_session(tmp_path: Path) -> None:
+    """Two clients reporting the same node id (a confused or lying client) must not make the
+    session wait for one node only: fall back to 'everything but the outsiders'."""
+    liveness.write_nodes(tmp_path, {0: 11, 1: 11}, others=[])
+    grid = liveness.MemberGrid(FakeGrid([11, 12], {}), SessionClients(tmp_path, 2))
+    assert grid.get_node_ids() == [11, 12]
+
+
+def test_missing_or_damaged_nodes_file_means_every_node(tmp_path: Path) -> None:
+    assert liveness.MemberGrid(FakeGrid([1, 2], {}), SessionClients(tmp_path, 2)).get_node_ids() == [1, 2]
+    (tmp_path / "nodes.json").write_text("{not json")
+    assert liveness.read_nodes(tmp_path) == ({}, set())
+    assert liveness.MemberGrid(FakeGrid([1, 2], {}), SessionClients(tmp_path, 2)).get_node_ids() == [1, 2]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from kosmos_fl.config import load_server_config
 from kosmos_fl.config.privacy import SecureAggregationConfig
 from kosmos_fl.fl.session import (
+    NodeSpec,
     ProgressReader,
     RejectedUpdateEvent,
     RoundEvent,
@@ -17,6 +21,7 @@ from kosmos_fl.fl.session import (
     SessionSpec,
     append_jsonl,
     decide_quorum,
+    node_spec_for_run,
     read_progress,
     write_atomic,
 )
@@ -136,3 +141,50 @@ def test_write_problem_reports_a_full_disk_and_clears_on_its_own(
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("x")
     assert write_problem(blocked) is not None  # a file where the folder should be
+
+
+# ----------------------------------------------------------- the spec a kept SuperNode reads
+
+
+def _node(session_id: str, data_path: str) -> NodeSpec:
+    return NodeSpec(
+        session_id=session_id,
+        client_id=0,
+        usecase_name="BearingUseCase",
+        usecase_version="1",
+        usecase_params={},
+        data_path=data_path,
+        selection=None,
+    )
+
+
+def _context(path: Path, session_id: str) -> Any:
+    return SimpleNamespace(node_config={"session-file": str(path)}, run_config={"session-id": session_id})
+
+
+def test_a_clientapp_waits_for_the_spec_of_its_own_session(tmp_path: Path) -> None:
+    """A kept SuperNode can get round 1 a moment before its client handled start_train: the
+    ClientApp must not train with the previous session's spec."""
+    path = tmp_path / "node.json"
+    _node("old", str(tmp_path)).write(path)
+    timer = threading.Timer(0.3, lambda: _node("new", str(tmp_path)).write(path))
+    timer.start()
+    try:
+        assert node_spec_for_run(_context(path, "new"), timeout=20).session_id == "new"
+    finally:
+        timer.cancel()
+
+
+def test_a_spec_that_never_comes_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "node.json"
+    with pytest.raises(RuntimeError, match=r"no spec .* session s2; .*start_train"):
+        node_spec_for_run(_context(path, "s2"), timeout=0.2)
+    _node("s1", str(tmp_path)).write(path)
+    with pytest.raises(RuntimeError, match=r"has session s1 .* for session s2"):
+        node_spec_for_run(_context(path, "s2"), timeout=0.2)
+
+
+def test_runs_without_a_session_id_take_the_spec_as_it_is(tmp_path: Path) -> None:
+    """Simulations (and runs submitted before session-id existed) have no id to check."""
+    path = _node("s1", str(tmp_path)).write(tmp_path / "node.json")
+    assert node_spec_for_run(_context(path, ""), timeout=0).session_id == "s1"

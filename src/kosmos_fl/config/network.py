@@ -70,3 +70,13 @@ class NetworkSection(ConfigModel):
         if value is not None and info.field_name is not None:
             split_address(value, info.field_name)
         return value
+
+    def flwr_address_for(self, client_host: str) -> str:
+        """The SuperLink address a client should dial: the public address if configured, else
+        the host the client reached us on with the SuperLink's port."""
+        if self.flwr_public_address:
+            return self.flwr_public_address
+        host, port = split_address(self.flwr_server_address, "flwr_server_address")
+        if host in ("0.0.0.0", "::", ""):
+            host = client_host or "127.0.0.1"
+        return f"{host}:{port}"

@@ -48,6 +48,12 @@ class ClientRecord:
     #: The onboarded client name its credentials proved (None when client auth is off).
     identity: str | None = None
 
+    @property
+    def node_id(self) -> int | None:
+        """The Flower node id of the SuperNode this client keeps between sessions, if it said."""
+        node = (self.criteria or {}).get("node_id")
+        return node if isinstance(node, int) else None
+
 
 class Admission:
     """Connected clients, their criteria and the waiting list; answers the Socket.IO events."""
@@ -185,6 +191,12 @@ class Admission:
                 "reason": rec.reason,
                 "waiting": len(self.waiting),
                 "needed": self.config.num_clients,
+                # where the SuperNode dials: an eligible client starts it now and keeps it
+                **(
+                    {"flwr_server_address": self.config.flwr_address_for(rec.host)}
+                    if rec.state == "eligible"
+                    else {}
+                ),
             },
             to=sid,
         )

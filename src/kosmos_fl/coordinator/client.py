@@ -1,9 +1,13 @@
 """The KOSMoS client: checks its criteria, registers over Socket.IO and trains when told to.
 
-On ``start_train`` it starts a Flower SuperNode that dials the server's SuperLink; the ClientApp run
-by that SuperNode reads the session spec this client wrote (use case, data path, its bearings), so
-local data paths never leave the site. On ``end_train`` the SuperNode stops and the client either
-exits (``--once``) or registers again for the next session.
+Once the server finds it eligible, the client starts a Flower SuperNode (with its warm SuperExec)
+that dials the server's SuperLink, and registers again with the SuperNode's node id. It keeps that
+SuperNode between sessions, so a session starts with every client's node already connected and its
+ClientApp template already warm. On ``start_train`` it writes the session's spec (use case, data
+path, its bearings) where the SuperNode's ClientApp reads it, so local data paths never leave the
+site. On ``end_train`` it either exits (``--once``) or registers again for the next session. A
+lost connection stops the SuperNode (the server may have restarted, or revoked this client); it is
+started afresh after the next registration.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ import socketio
 from pydantic import ValidationError
 
 from kosmos_fl.config import ClientConfig, SiteData, connect_url
+from kosmos_fl.coordinator.kept_node import KeptSuperNode
 from kosmos_fl.coordinator.protocol import StartTrain
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.edge.site import EdgeSite, edge_criteria
 from kosmos_fl.errors import KosmosError
-from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.fl.session import NODE_FILE, NodeSpec
 from kosmos_fl.logs import bind
 from kosmos_fl.security.policy import client_security
@@ -112,7 +116,8 @@ class KosmosClient:
         self.once = once
         self.name = config.client_name or "client"
         self.work_dir = _resolve(config.work_dir, self.base_dir) / self.name
-        self.supernode: runtime.ManagedProcess | None = None
+        #: between start_train and end_train
+        self.in_session = False
         self.done = asyncio.Event()
         self.last_result: dict[str, Any] | None = None
         #: the session this client last joined, and the one it was dropped from (``--once``)
@@ -123,6 +128,7 @@ class KosmosClient:
         if self.security.credentials is not None and config.client_name is None:
             self.name = self.security.credentials.name
             self.work_dir = _resolve(config.work_dir, self.base_dir) / self.name
+        self.supernode = KeptSuperNode(self.work_dir, self.security, warm=config.warm_clientapp)
         #: Why the server refused this client's credentials (then it stops instead of retrying).
         self.refused: str | None = None
         #: An error that ended a reconnection after a server-side disconnect (raised by run()).
@@ -152,6 +158,8 @@ class KosmosClient:
     async def register(self) -> None:
         answer = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
         answer["client_name"] = self.name
+        if answer["criteria_are_met"] and self.supernode.ready():
+            answer["node_id"] = self.supernode.node_id
         self.eligible = bool(answer["criteria_are_met"])
         if not answer["criteria_are_met"]:
             log.warning("criteria not met: %s", answer.get("reason"))
@@ -159,17 +167,20 @@ class KosmosClient:
 
     async def on_connect(self) -> None:
         log.info("connected to %s", self.config.socketio_address)
-        if self.supernode is not None:
+        if self.in_session:
             # the server dropped us from the session when the connection broke (or it restarted
             # and will resume the session with whoever registers): start over for a session
-            await self._stop_supernode()
+            self.in_session = False
             # --once: only that session may still be joined (a restarted server resumes it)
             self.dropped_from = self.session_id
             log.warning("reconnected during a session; this client was dropped from it and registers again")
+        # a restarted server's SuperLink does not know the old node: a fresh one after registering
+        await self.supernode.stop()
         await self.register()
 
     async def on_disconnect(self, reason: Any = None) -> None:
         log.warning("disconnected from the server (%s); reconnecting", reason)
+        await self.supernode.stop()
         if reason == self.sio.reason.SERVER_DISCONNECT and not self.done.is_set():
             task = asyncio.create_task(self._reconnect())
             self._tasks.add(task)
@@ -193,6 +204,17 @@ class KosmosClient:
             data.get("needed"),
             f" - {data['reason']}" if data.get("reason") else "",
         )
+        address = self.config.flwr_server_address or data.get("flwr_server_address")
+        eligible = data.get("state") == "eligible" and isinstance(address, str) and not self.in_session
+        if eligible and (not self.supernode.ready() or address != self.supernode.address):
+            task = asyncio.create_task(self._prepare_node(str(address)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _prepare_node(self, address: str) -> None:
+        """Start the SuperNode while waiting for a session, then register again with its id."""
+        if await self.supernode.ensure(address) is not None and not self.in_session and self.sio.connected:
+            await self.register()
 
     async def on_error(self, data: Any) -> None:
         log.error("server refused a message: %s", data)
@@ -213,10 +235,12 @@ class KosmosClient:
             self.done.set()
             return
         self.session_id = msg.session_id
+        self.in_session = True
         session_dir = self.work_dir / "sessions" / msg.session_id
         spec = node_spec(self.config, self.base_dir, msg, self.edge)
         flwr_address = self.config.flwr_server_address or msg.flwr_server_address
-        spec_path = spec.write(session_dir / NODE_FILE)
+        spec.write(session_dir / NODE_FILE)  # the session's record
+        spec.write(self.supernode.node_file)  # what the SuperNode's ClientApp reads
         log.info(
             "start_train: session %s as client %d, Flower at %s, MLflow run %s",
             msg.session_id,
@@ -231,19 +255,7 @@ class KosmosClient:
                 self.config.local_epochs or "server's",
                 self.config.learning_rate or "server's",
             )
-        await self._stop_supernode()
-        self.supernode = await asyncio.to_thread(
-            runtime.start_supernode,
-            flwr_address,
-            {"session-file": str(spec_path), "client-id": msg.client_id},
-            self.work_dir / "flower",
-            session_dir / "supernode.log",
-            warm=self.config.warm_clientapp,
-            root_certificates=self.security.ca_certfile,
-            auth_private_key=self.security.credentials.node_private_key
-            if self.security.credentials
-            else None,
-        )
+        await self.supernode.ensure(flwr_address)  # kept from registration, unless it was not ready
 
     async def on_end_train(self, data: dict[str, Any]) -> None:
         self.last_result = data
@@ -254,16 +266,11 @@ class KosmosClient:
             f" - {data['reason']}" if data.get("reason") else "",
             extra={"session_id": data.get("session_id")},
         )
-        await self._stop_supernode()
+        self.in_session = False
         if self.once:
             self.done.set()
         else:
-            await self.register()
-
-    async def _stop_supernode(self) -> None:
-        if self.supernode is not None:
-            await asyncio.to_thread(self.supernode.stop)
-            self.supernode = None
+            await self.register()  # the SuperNode stays, ready for the next session
 
     async def _recheck_edge(self) -> None:
         """Edge mode: re-check the criteria as data arrives; register again once they are met."""
@@ -271,7 +278,7 @@ class KosmosClient:
         while not self.done.is_set():
             await asyncio.to_thread(self.edge.changed.wait, self.edge.cfg.recheck_interval)
             self.edge.changed.clear()
-            if self.eligible or self.supernode is not None or not self.sio.connected:
+            if self.eligible or self.in_session or not self.sio.connected:
                 continue
             answer = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
             if answer["criteria_are_met"]:
@@ -353,7 +360,7 @@ class KosmosClient:
         try:
             await self.done.wait()
         finally:
-            await self._stop_supernode()
+            await self.supernode.stop()
             with contextlib.suppress(Exception):
                 await self.sio.disconnect()
         if self.refused is not None:

@@ -33,6 +33,9 @@ class ClientCriteria(BaseModel):
     client_name: str | None = Field(None, max_length=200)
     usecase: UseCaseRef | None = None
     data_summary: dict[str, Any] | None = None
+    #: Flower node id of the client's SuperNode, which it keeps between sessions (so the
+    #: ServerApp sends a session's work only to that session's nodes); None: started per session
+    node_id: int | None = Field(None, ge=0, lt=2**64)
 
 
 class StartTrain(BaseModel):

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kosmos_fl import __version__
-from kosmos_fl.config import ServerConfig, split_address
+from kosmos_fl.config import ServerConfig
 from kosmos_fl.coordinator import resume
 from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl.flower_runtime import runtime
-from kosmos_fl.fl.rounds.liveness import mark_dead
+from kosmos_fl.fl.rounds.liveness import mark_dead, write_nodes
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum, private_dir
 from kosmos_fl.fl.tracking import create_session_run, ensure_experiment, fail_run
 from kosmos_fl.logs import bind_session
@@ -125,16 +125,6 @@ class SessionRunner:
     def min_fit_clients(self) -> int:
         cfg = self.config
         return decide_quorum(cfg.num_clients, cfg.min_fit_clients, cfg.secure_aggregation)
-
-    def flwr_address_for(self, client_host: str) -> str:
-        """The SuperLink address a client should dial: the public address if configured, else
-        the host the client reached us on with the SuperLink's port."""
-        if self.config.flwr_public_address:
-            return self.config.flwr_public_address
-        host, port = split_address(self.config.flwr_server_address, "flwr_server_address")
-        if host in ("0.0.0.0", "::", ""):
-            host = client_host or "127.0.0.1"
-        return f"{host}:{port}"
 
     def drop_client(self, sid: str, reason: str) -> None:
         """A session client is gone: tell the ServerApp (through the session folder) at once, so
@@ -259,10 +249,12 @@ class SessionRunner:
         resume.write_clients(
             s.out_dir, [self.pool.clients[sid].name if sid in self.pool.clients else None for sid in s.sids]
         )
+        nodes = {sid: rec.node_id for sid, rec in self.pool.clients.items() if rec.node_id is not None}
+        session_nodes = {cid: nodes[sid] for cid, sid in enumerate(s.sids) if sid in nodes}
+        write_nodes(s.out_dir, session_nodes, [n for sid, n in nodes.items() if sid not in s.sids])
         await self.before_submit()
-        s.flower_run_id = await asyncio.to_thread(
-            runtime.submit_run, self.flwr_home, {"session-file": str(spec_path)}, s.out_dir
-        )
+        run_config = {"session-file": str(spec_path), "session-id": s.session_id}
+        s.flower_run_id = await asyncio.to_thread(runtime.submit_run, self.flwr_home, run_config, s.out_dir)
         s.status = "running"
         log.info(
             "session %s started: Flower run %s, MLflow run %s, clients %s",
@@ -278,7 +270,7 @@ class SessionRunner:
                 mlflow_experiment_name=cfg.mlflow_experiment_name,
                 mlflow_server_address=redact(cfg.mlflow_server_address),  # 2021 key; never credentials
                 mlflow_run_id=s.mlflow_run_id,
-                flwr_server_address=self.flwr_address_for(rec.host if rec else ""),
+                flwr_server_address=cfg.flwr_address_for(rec.host if rec else ""),
                 usecase_name=self.usecase_cls.name,
                 usecase_params=cfg.usecase.broadcast_params,
                 usecase_version=self.usecase_cls.version,

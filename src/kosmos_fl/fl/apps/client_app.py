@@ -1,8 +1,9 @@
 """The Flower ClientApp of a KOSMoS session: local training on the site's own data.
 
 Flower starts it per message; the SuperNode's ``--node-config session-file=...`` points at the
-:class:`~kosmos_fl.fl.session.NodeSpec` the KOSMoS client wrote when ``start_train`` arrived, so the
-data path never leaves the site.
+:class:`~kosmos_fl.fl.session.NodeSpec` the KOSMoS client writes when ``start_train`` arrives, so the
+data path never leaves the site. The SuperNode outlives sessions, so the spec is read for the
+message's session (:func:`~kosmos_fl.fl.session.node_spec_for_run`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kosmos_fl.fl import client_hooks
 from kosmos_fl.fl.flower_runtime.warm_exec import FORKED_AT_ENV
 from kosmos_fl.fl.rounds import federated_eval, secure
 from kosmos_fl.fl.rounds.local_training import train_locally
-from kosmos_fl.fl.session import NodeSpec
+from kosmos_fl.fl.session import node_spec_for_run
 from kosmos_fl.ml.train import get_weights, pack_weights
 
 app = ClientApp()
@@ -30,7 +31,7 @@ def train(msg: Message, context: Context) -> Message:
         return secure.secagg_clientapp(msg, context)
     t0 = time.monotonic()
     started_at = time.time()
-    spec = NodeSpec.read(str(context.node_config["session-file"]))
+    spec = node_spec_for_run(context)
     if spec.require_secure_aggregation:
         raise RuntimeError(
             "this client requires secure aggregation (require_secure_aggregation: true) and refuses "

@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context
@@ -29,6 +29,7 @@ from kosmos_fl.fl.rounds import checkpoint, federated_eval
 from kosmos_fl.fl.rounds.checkpoint import Checkpoint
 from kosmos_fl.fl.rounds.liveness import (
     LiveGrid,
+    MemberGrid,
     SessionClients,
     quorum_lost_message,
     wait_for_nodes,
@@ -238,6 +239,8 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
     ckpt, strategy, t0, metrics = _start_or_resume(spec, tracker, usecase, groups, model, strategy)
 
     clients = SessionClients(folder.path, spec.num_clients)
+    # the SuperLink also knows the kept SuperNodes of clients waiting for a later session
+    grid = cast(Grid, MemberGrid(grid, clients))
     if ckpt.round < spec.num_rounds:
         wait_for_nodes(grid, clients, spec.min_fit_clients, spec.join_timeout)
     r = RoundContext(

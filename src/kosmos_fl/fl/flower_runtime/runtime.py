@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -73,6 +74,8 @@ class ManagedProcess:
     log_path: Path
     #: Processes that belong to this one and stop with it (e.g. a SuperNode's warm SuperExec).
     companions: list[ManagedProcess] = field(default_factory=list)
+    #: Where this process's output starts in ``log_path`` (the file is appended to across runs).
+    log_start: int = 0
 
     @classmethod
     def start(
@@ -81,6 +84,8 @@ class ManagedProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as fh:
             fh.write(f"$ {shlex.join(args)}\n".encode())
+            fh.flush()
+            log_start = fh.tell()
             proc = subprocess.Popen(
                 args,
                 env=env,
@@ -91,7 +96,7 @@ class ManagedProcess:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
-        return cls(name, proc, log_path)
+        return cls(name, proc, log_path, log_start=log_start)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -245,6 +250,27 @@ def start_supernode(
                      f"127.0.0.1:{port}", "--parent-pid", str(node.proc.pid)]  # fmt: skip
         node.companions.append(ManagedProcess.start("SuperExec", exec_args, env, log_path))
     return node
+
+
+_NODE_ID = re.compile(rb"SuperNode ID: (\d+)")
+
+
+def wait_node_id(node: ManagedProcess, timeout: float) -> int | None:
+    """The Flower node id a SuperNode got from the SuperLink, read from its log (Flower 1.42 logs
+    ``SuperNode ID: <id>`` once it is registered and prints it nowhere else); None if the SuperNode
+    died or did not register within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and node.alive():
+        try:
+            with node.log_path.open("rb") as fh:
+                fh.seek(node.log_start)
+                found = _NODE_ID.search(fh.read())
+        except OSError:
+            found = None
+        if found is not None:
+            return int(found.group(1))
+        time.sleep(0.05)
+    return None
 
 
 def submit_run(flwr_home: Path, run_config: dict[str, Any], cwd: Path) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
 from kosmos_fl.fl.rounds.liveness import send_and_collect
-from kosmos_fl.fl.session import NodeSpec, SessionSpec
+from kosmos_fl.fl.session import SessionSpec, node_spec_for_run
 from kosmos_fl.ml.metrics import mae, rmse
 
 
@@ -67,7 +67,7 @@ def client_evaluate(msg: Message, context: Context) -> Message:
     from kosmos_fl.ml.train import predict, set_weights
     from kosmos_fl.usecases import load_usecase
 
-    spec = NodeSpec.read(str(context.node_config["session-file"]))
+    spec = node_spec_for_run(context)
     if spec.partition is not None:
         usecase, data = virtual_client_data(spec)
     else:

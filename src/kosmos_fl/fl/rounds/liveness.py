@@ -6,9 +6,13 @@ connection drop at once, so it records the dead client's id in the session folde
 (:data:`DEAD_FILE`); the ServerApp reads that file while it polls for replies and gives up on the
 dead client's node right away instead of blocking in ``send_and_receive``.
 
-Flower node ids are mapped to KOSMoS client ids from the replies (the ClientApp reports
-``client-id``). Before a node's first reply its client is unknown; a pending unknown node is given
-up once every client that could own it is dead.
+Flower node ids are mapped to KOSMoS client ids from the coordinator's :data:`NODES_FILE` (clients
+report their SuperNode's id when they register) and from the replies (the ClientApp reports
+``client-id``). Before a node's first reply its client may be unknown; a pending unknown node is
+given up once every client that could own it is dead.
+
+Clients keep their SuperNode between sessions, so the SuperLink can know nodes of clients that are
+not in this session: :class:`MemberGrid` hides them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from flwr.app import Message
 
 from kosmos_fl.errors import FederationError
-from kosmos_fl.fl.session import DEAD_FILE, write_atomic
+from kosmos_fl.fl.session import DEAD_FILE, NODES_FILE, write_atomic
 
 log = logging.getLogger("kosmos_fl.liveness")
 
@@ -50,6 +54,23 @@ def read_dead(out_dir: Path) -> dict[int, str]:
         return {}
 
 
+def write_nodes(out_dir: Path, session: dict[int, int], others: Iterable[int]) -> None:
+    """Record (atomically) the session clients' node ids and the nodes of clients outside it."""
+    doc = {"session": {str(k): v for k, v in session.items()}, "others": sorted(set(others))}
+    write_atomic(out_dir / NODES_FILE, json.dumps(doc))
+
+
+def read_nodes(out_dir: Path) -> tuple[dict[int, int], set[int]]:
+    """(client id -> node id of the session's clients, node ids of clients outside the session);
+    both empty when the file is missing or damaged."""
+    try:
+        raw = json.loads((out_dir / NODES_FILE).read_text(encoding="utf-8"))
+        session = {int(k): int(v) for k, v in raw["session"].items()}
+        return session, {int(n) for n in raw["others"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, set()
+
+
 def reply_client_id(msg: Message) -> int | None:
     """The KOSMoS client id a reply reports (None for error replies or when missing)."""
     if msg.has_error():
@@ -70,6 +91,26 @@ class SessionClients:
     out_dir: Path
     num_clients: int
     node_client: dict[int, int] = field(default_factory=dict)
+    #: the session's nodes when every client announced a distinct one (else None: any node that
+    #: is not in ``others``)
+    expected: set[int] | None = None
+    others: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        announced, self.others = read_nodes(self.out_dir)
+        announced = {c: n for c, n in announced.items() if 0 <= c < self.num_clients}
+        nodes = set(announced.values())
+        if len(announced) == self.num_clients and len(nodes) == self.num_clients:
+            self.expected = nodes
+        for cid, node in announced.items():
+            self.node_client.setdefault(node, cid)
+        self.others -= nodes
+
+    def members(self, all_nodes: Iterable[int]) -> list[int]:
+        """The nodes of ``all_nodes`` that may belong to this session."""
+        if self.expected is not None:
+            return [n for n in all_nodes if n in self.expected]
+        return [n for n in all_nodes if n not in self.others]
 
     def dead(self) -> dict[int, str]:
         return {k: v for k, v in read_dead(self.out_dir).items() if 0 <= k < self.num_clients}
@@ -116,6 +157,21 @@ class SessionClients:
             if (cid is not None and cid in dead) or (cid is None and not unknown_ok):
                 out.add(node)
         return out
+
+
+class MemberGrid:
+    """A view of the Grid whose ``get_node_ids`` lists only this session's nodes (see
+    :meth:`SessionClients.members`): kept SuperNodes of clients outside the session get nothing."""
+
+    def __init__(self, grid: Any, clients: SessionClients) -> None:
+        self._grid = grid
+        self._clients = clients
+
+    def get_node_ids(self) -> list[int]:
+        return self._clients.members(self._grid.get_node_ids())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
 
 
 class LiveGrid:

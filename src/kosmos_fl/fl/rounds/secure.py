@@ -34,7 +34,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from kosmos_fl.errors import FederationError
 from kosmos_fl.fl import client_hooks
 from kosmos_fl.fl.rounds.local_training import train_locally
-from kosmos_fl.fl.session import NodeSpec, SessionSpec
+from kosmos_fl.fl.session import SessionSpec, node_spec_for_run
 
 log = logging.getLogger("kosmos_fl.secure")
 
@@ -57,7 +57,7 @@ class _UpdateClient(NumPyClient):
         from kosmos_fl.ml.train import get_weights, pack_weights
 
         t0 = time.monotonic()
-        spec = NodeSpec.read(str(self.context.node_config["session-file"]))
+        spec = node_spec_for_run(self.context)
         model, data, loss = train_locally(spec, config, lambda: parameters)
         update = [new - old for new, old in zip(pack_weights(get_weights(model)), parameters, strict=True)]
         metrics = {

@@ -17,6 +17,7 @@ from kosmos_fl.fl.session.folder import (
     INTERRUPTED_FILE,
     MODEL_SUMMARY_FILE,
     NODE_FILE,
+    NODES_FILE,
     PROGRESS_FILE,
     RESULT_FILE,
     SESSION_FILE,
@@ -38,7 +39,13 @@ from kosmos_fl.fl.session.progress import (
     append_jsonl,
     read_progress,
 )
-from kosmos_fl.fl.session.spec import NodeSpec, SessionSettings, SessionSpec, decide_quorum
+from kosmos_fl.fl.session.spec import (
+    NodeSpec,
+    SessionSettings,
+    SessionSpec,
+    decide_quorum,
+    node_spec_for_run,
+)
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -46,6 +53,7 @@ __all__ = [
     "DEAD_FILE",
     "INTERRUPTED_FILE",
     "MODEL_SUMMARY_FILE",
+    "NODES_FILE",
     "NODE_FILE",
     "PROGRESS_FILE",
     "RESULT_FILE",
@@ -64,6 +72,7 @@ __all__ = [
     "StoppedEvent",
     "append_jsonl",
     "decide_quorum",
+    "node_spec_for_run",
     "private_dir",
     "read_progress",
     "write_atomic",

@@ -25,6 +25,10 @@ INTERRUPTED_FILE = "interrupted"
 DEAD_FILE = "dead_clients.json"
 #: ``[{"client_id": 0, "name": "site-a"}, ...]``: who held which client id, to keep ids on resume.
 CLIENTS_FILE = "clients.json"
+#: ``{"session": {"<client id>": <Flower node id>}, "others": [<node id>, ...]}``: which SuperNodes
+#: belong to this session and which belong to connected clients outside it. Clients keep their
+#: SuperNode between sessions, so the SuperLink knows nodes that must not get this session's work.
+NODES_FILE = "nodes.json"
 MODEL_SUMMARY_FILE = "model_summary.txt"
 
 
@@ -124,6 +128,10 @@ class SessionFolder:
     @property
     def clients_file(self) -> Path:
         return self.path / CLIENTS_FILE
+
+    @property
+    def nodes_file(self) -> Path:
+        return self.path / NODES_FILE
 
     @property
     def model_summary_file(self) -> Path:

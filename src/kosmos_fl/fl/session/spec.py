@@ -3,6 +3,7 @@ quorum is :func:`kosmos_fl.config.session.decide_quorum`, re-exported here)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -117,6 +118,38 @@ class NodeSpec(_Spec):
     #: ``[index, count]``: train on every count-th sample from index (virtual clients of
     #: ``kosmos-fl simulate`` share one data set); None: all of the selection.
     partition: tuple[int, int] | None = None
+
+
+#: How long a ClientApp waits for its client to write the spec of the session its message belongs
+#: to. A kept SuperNode can receive round 1 a moment before ``start_train`` reached its client.
+NODE_SPEC_WAIT = 30.0
+
+
+def node_spec_for_run(context: Any, timeout: float = NODE_SPEC_WAIT) -> NodeSpec:
+    """The :class:`NodeSpec` of the session a Flower message belongs to.
+
+    ``context.node_config["session-file"]`` names the file the client rewrites for each session;
+    ``context.run_config["session-id"]`` (empty in simulations and older runs: no check) says
+    which session the message is for. A missing or older spec is waited for, up to ``timeout``.
+    """
+    path = Path(str(context.node_config["session-file"]))
+    wanted = str(context.run_config.get("session-id", "") or "")
+    deadline = time.monotonic() + timeout
+    while True:
+        spec: NodeSpec | None
+        try:
+            spec = NodeSpec.read(path)
+        except FileNotFoundError:
+            spec = None
+        if spec is not None and (not wanted or spec.session_id == wanted):
+            return spec
+        if time.monotonic() > deadline:
+            have = f"session {spec.session_id}" if spec is not None else "no spec"
+            raise RuntimeError(
+                f"this client has {have} in {path} but the server's message is for session "
+                f"{wanted}; the client did not receive start_train within {timeout:.0f} s"
+            )
+        time.sleep(0.05)
 
 
 class _StrategySettings(Protocol):

@@ -160,6 +160,10 @@ class Admission:
             await self._reject(sid, "client_criteria", str(exc))
             return
         if rec.state == "training":
+            if criteria.node_id is not None and rec.criteria is not None:
+                # its SuperNode joined while the session was starting: still in time for nodes.json
+                rec.criteria["node_id"] = criteria.node_id
+                return
             await self._reject(sid, "client_criteria", "already training in a session; wait for end_train")
             return
         # an authenticated client is its credential's name, whatever it reports (records, the

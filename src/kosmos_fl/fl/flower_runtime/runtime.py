@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from kosmos_fl.errors import FederationError
-
-#: The Flower app (FAB) submitted for each session (kosmos_fl/fl/apps/fab, shipped as package data).
-APP_DIR = Path(__file__).parents[1] / "apps" / "fab"
-CONNECTION = "kosmos"
+from kosmos_fl.fl.flower_runtime.control import APP_DIR as APP_DIR
+from kosmos_fl.fl.flower_runtime.control import CONNECTION as CONNECTION
+from kosmos_fl.fl.flower_runtime.control import run_status as run_status  # in-process Control API
+from kosmos_fl.fl.flower_runtime.control import stop_run as stop_run
+from kosmos_fl.fl.flower_runtime.control import submit_run as submit_run
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -271,46 +272,6 @@ def wait_node_id(node: ManagedProcess, timeout: float) -> int | None:
             return int(found.group(1))
         time.sleep(0.05)
     return None
-
-
-def submit_run(flwr_home: Path, run_config: dict[str, Any], cwd: Path) -> int:
-    """Submit our Flower app as a new run; returns Flower's run id."""
-    cfg = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
-    doc = _flwr_json(
-        flwr_home, ["run", str(APP_DIR), CONNECTION, "--run-config", cfg], cwd, timeout=120,
-        failure="Flower refused the training run",
-    )  # fmt: skip
-    return int(doc["run-id"])
-
-
-def run_status(flwr_home: Path, run_id: int, cwd: Path) -> str:
-    """Flower's status of a run (``pending``, ``running``, ``finished:completed|failed|stopped``), or
-    ``unknown`` when ``flwr ls`` did not answer in time (a busy machine): callers poll again later."""
-    args = [_tool("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"]
-    try:
-        res = subprocess.run(
-            args, env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return "unknown"
-    try:
-        doc = json.loads(res.stdout[res.stdout.index("{") :])
-        return str(doc["runs"][0]["status"])
-    except (ValueError, KeyError, IndexError):
-        return "unknown"
-
-
-def stop_run(flwr_home: Path, run_id: int, cwd: Path) -> None:
-    """Ask the SuperLink to stop a run (best effort: a ``flwr stop`` that times out is ignored)."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        subprocess.run(
-            [_tool("flwr"), "stop", str(run_id), CONNECTION],
-            env=flower_env(flwr_home),
-            cwd=cwd,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
 
 
 def _flwr_json(

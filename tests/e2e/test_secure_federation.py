@@ -126,7 +126,7 @@ def test_full_session_over_tls_with_client_credentials(
     server_log = text(fed.root / "logs" / "server.log")
     assert "as site-a" in server_log and "as site-b" in server_log
     assert "client site-a: SuperNode key registered" in server_log
-    node_logs = "".join(p.read_text() for p in (fed.root / "clients").glob("*/sessions/*/supernode.log"))
+    node_logs = "".join(p.read_text() for p in (fed.root / "clients").glob("*/supernode.log"))
     assert "--root-certificates" in node_logs and "--auth-supernode-private-key" in node_logs
     superlink_log = (fed.root / "server" / "logs" / "superlink.log").read_text()
     assert "--enable-supernode-auth" in superlink_log and "--ssl-certfile" in superlink_log

@@ -64,11 +64,23 @@ def supernode_refused(fed: LocalFederation, key: Path, ca: Path, name: str) -> s
     return text(node.log_path)
 
 
+def processes_with(text: str) -> list[int]:
+    """Pids of running processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 UNITS = {"site-a": ["Bearing1_1", "Bearing1_2"], "site-b": ["Bearing2_1", "Bearing2_2"]}
 
 
 def secure_server(
-    fed: LocalFederation, tmp_path: Path, data: Path, **values: Any
+    fed: LocalFederation, tmp_path: Path, data: Path, num_clients: int = 2, **values: Any
 ) -> tuple[certs.CertPaths, dict[str, Path]]:
     """Dev CA, site-a and site-b onboarded, a production-profile server over TLS."""
     paths = certs.init(tmp_path / "certs")
@@ -76,7 +88,7 @@ def secure_server(
     registry = ClientRegistry(tmp_path / "server-security" / "clients.json")
     bundles = {n: registry.add(n, tmp_path / "bundles", paths.ca_cert) for n in UNITS}
     fed.start_server(
-        num_clients=2,
+        num_clients=num_clients,
         data_path=str(data),
         test_bearings=["Bearing1_3", "Bearing2_3"],
         usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
@@ -136,7 +148,7 @@ def test_unknown_and_revoked_clients_are_refused_on_both_channels(
     federation: LocalFederation, generated_bearings: Path, tmp_path: Path
 ) -> None:
     fed = federation
-    paths, bundles = secure_server(fed, tmp_path, generated_bearings)
+    paths, bundles = secure_server(fed, tmp_path, generated_bearings, num_clients=3)  # no session starts
     server_log = fed.root / "logs" / "server.log"
     wait_for(lambda: "client site-b: SuperNode key registered" in text(server_log), 180, "keys registered")
 
@@ -180,9 +192,26 @@ def test_unknown_and_revoked_clients_are_refused_on_both_channels(
     stray_log = supernode_refused(fed, stray_key, paths.ca_cert, "stray")
     assert "Failed to activate SuperNode" in stray_log, stray_log[-2000:]
 
-    # revoke site-b: its key is unregistered from the SuperLink and its next connection is refused,
-    # so it cannot take part in the next session (site-a keeps waiting alone)
+    # site-b waits for a session too, with the SuperNode it keeps between sessions (issue 18)
+    waiting_b = fed.start_client(
+        "site-b",
+        once=False,
+        data_path=str(generated_bearings),
+        bearings=UNITS["site-b"],
+        credentials=str(bundles["site-b"]),
+    )
+    b_log = fed.root / "logs" / "site-b.log"
+    wait_for(lambda: "SuperNode" in text(b_log) and "joined" in text(b_log), 180, "site-b's SuperNode")
+    node_file = str(fed.root / "clients" / "site-b" / "node.json")
+    assert processes_with(node_file), "site-b's kept SuperNode is not running"
+
+    # revoke site-b: its key is unregistered from the SuperLink, its connection is closed and its
+    # next one refused, so it cannot take part in the next session (site-a keeps waiting alone);
+    # the client stops its kept SuperNode and exits
     main(["clients", "revoke", "site-b", "-c", str(fed.root / "config" / "server.yaml")])
+    assert waiting_b.proc.wait(180) == 2, waiting_b.tail(20)
+    assert "refused this client: invalid credentials" in text(b_log)
+    wait_for(lambda: not processes_with(node_file), 30, "site-b's SuperNode to stop")
     wait_for(
         lambda: "client site-b: SuperNode key unregistered" in text(server_log),
         180,

@@ -79,15 +79,19 @@ def server(
     """Run the KOSMoS server: Socket.IO control plane, Flower SuperLink, sessions, MLflow."""
     import asyncio
 
-    from kosmos_fl.config import load_server_config
+    from kosmos_fl.config import ServerConfig, load_server_config
     from kosmos_fl.coordinator.server import serve
 
     config = config or _default_file("config.yaml")
     cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
     cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
+
+    def reload() -> ServerConfig:  # SIGHUP: the same file and environment, read again
+        return load_server_config(config, resume=resume or None, insecure=insecure or None)
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(cfg, base))
+        asyncio.run(serve(cfg, base, reload=reload))
 
 
 @app.command()

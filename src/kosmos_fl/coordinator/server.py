@@ -16,6 +16,8 @@ import contextlib
 import functools
 import json
 import logging
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from kosmos_fl.coordinator import dashboard
 from kosmos_fl.coordinator.admin_auth import host_allowed, refuse_host
 from kosmos_fl.coordinator.admission import Admission, ClientRecord
 from kosmos_fl.coordinator.guard import GuardedServer, raise_fd_limit
+from kosmos_fl.coordinator.reload import config_changes
 from kosmos_fl.coordinator.sessions import Session, SessionRunner
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError
@@ -260,6 +263,22 @@ class Coordinator:
                     log.error("client registry change not applied: %s", exc)
             await asyncio.sleep(every)
 
+    def reload(self, load: Callable[[], ServerConfig]) -> bool:
+        """Apply a re-read config to the next sessions (see :mod:`kosmos_fl.coordinator.reload`);
+        False, with the reason logged, when it is invalid or changes what needs a restart."""
+        try:
+            new = load()
+        except KosmosError as exc:
+            log.error("config not reloaded: %s", exc)
+            return False
+        changed, refused = config_changes(self.config, new)
+        if refused:
+            log.error("config not reloaded: %s can only change with a server restart", ", ".join(refused))
+            return False
+        self.config = self.admission.config = self.sessions.config = new
+        log.info("config reloaded; changed for the next session: %s", ", ".join(changed) or "nothing")
+        return True
+
     def stop(self) -> None:
         if self._registry_task is not None:
             self._registry_task.cancel()
@@ -267,10 +286,19 @@ class Coordinator:
             self.superlink.stop()
 
 
-async def serve(config: ServerConfig, base_dir: Path | None = None, ready_file: Path | None = None) -> None:
-    """Run the server until cancelled (Ctrl-C / SIGTERM)."""
+async def serve(
+    config: ServerConfig,
+    base_dir: Path | None = None,
+    ready_file: Path | None = None,
+    reload: Callable[[], ServerConfig] | None = None,
+) -> None:
+    """Run the server until cancelled (Ctrl-C / SIGTERM); SIGHUP applies ``reload()`` (the config
+    read again) to the next sessions."""
     coord = Coordinator(config, base_dir)
     runner = await coord.start()
+    if reload is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, coord.reload, reload)
     if ready_file is not None:
         ready_file.write_text(json.dumps({"socketio_address": config.socketio_address}), encoding="utf-8")
     stop = asyncio.Event()

@@ -343,6 +343,8 @@ class SessionRunner:
                 "mlflow_run_id": s.mlflow_run_id,
                 "out_dir": str(s.out_dir),
                 "progress": str(SessionFolder(s.out_dir).progress_file),
+                "started_at": s.started_at,  # enough eligible clients were waiting
+                "finished_at": time.time(),
             }
         )
         self.session = None

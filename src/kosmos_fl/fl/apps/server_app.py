@@ -194,6 +194,7 @@ def _record_round(
                 "metrics": metrics,
                 "client": client,
                 "seconds": time.monotonic() - t0,
+                "at": time.time(),
                 **round_stats,
             }
         )

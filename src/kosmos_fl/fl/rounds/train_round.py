@@ -91,7 +91,8 @@ def plain_round(r: RoundContext, rnd: int, arrays: ArrayRecord, norm_history: li
     """One round of plain Flower messages: the server sees, screens and aggregates each update.
     Raises Flower's ``PrivacyBudgetExhausted`` when differential privacy allows no further round."""
     messages = list(r.strategy.configure_train(rnd, arrays, r.train_config, r.live_grid))
-    r.folder.append_progress(RoundStartedEvent(round=rnd, nodes=[m.metadata.dst_node_id for m in messages]))
+    nodes = [m.metadata.dst_node_id for m in messages]
+    r.folder.append_progress(RoundStartedEvent(round=rnd, nodes=nodes, at=time.time()))
     got = send_and_collect(r.grid, messages, r.clients, r.spec.round_timeout)
     ok = [m for m in got.replies if not m.has_error()]
     failed = [m for m in got.replies if m.has_error()]

@@ -42,12 +42,16 @@ class RoundEvent(ProgressEvent):
     metrics: dict[str, float]
     seconds: float = 0.0
     client: dict[str, float] | None = None
+    #: wall clock (``time.time()``) when the round was recorded (bench_session_start.py)
+    at: float | None = None
 
 
 class RoundStartedEvent(ProgressEvent):
     kind: ClassVar[str] = "round_started"
     event: Literal["round_started"] = "round_started"
     nodes: list[int]
+    #: wall clock (``time.time()``) when the round's messages were sent
+    at: float | None = None
 
 
 class RejectedEvent(ProgressEvent):

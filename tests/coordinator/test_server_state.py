@@ -188,3 +188,36 @@ def test_a_session_records_which_kept_supernodes_are_its_own(
     assert s.sids == ["a", "b"] and s.flower_run_id == 7
     assert liveness.read_nodes(s.out_dir) == ({0: 11}, {13})
     assert c.events("a", "start_train")[0]["session_id"] == s.session_id
+
+
+def test_a_reload_mid_start_does_not_split_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The e2e reload test once caught the server spec and the clients' start_train built from two
+    configs (the reload landed between them): a session keeps the config it started with."""
+    monkeypatch.setattr(runtime, "submit_run", lambda *args: 7)
+
+    async def scenario() -> Recorder:
+        c = Recorder(
+            tmp_path, num_clients=1, usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}}
+        )
+        await connect(c, "a")
+        await c.on_client_criteria("a", {"criteria_are_met": True})
+        await asyncio.sleep(0.01)
+        s = c.sessions.session
+        assert s is not None
+        s.config = c.sessions.config  # what run_session fixes when the session starts
+        reloaded = server_config(
+            tmp_path, num_clients=1, usecase={"name": "BearingUseCase", "broadcast_params": {"model": "mlp"}}
+        )
+        c.sessions.config = reloaded
+        spec = SessionSpec.from_config(
+            s.config, session_id=s.session_id, out_dir=str(s.out_dir), usecase_name="BearingUseCase",
+            usecase_version=c.admission.usecase_cls.version, data_path=str(tmp_path), mlflow_tracking_uri="",
+            mlflow_run_id="r", registered_model_name="m", coordinator_pid=0,
+        )  # fmt: skip
+        await c.sessions._submit_and_announce(s, spec)
+        return c
+
+    c = asyncio.run(scenario())
+    assert c.events("a", "start_train")[0]["usecase_params"] == {"model": "ffnn"}

@@ -65,6 +65,9 @@ class Session:
     dead: dict[int, str] = field(default_factory=dict)
     #: set when this session continues an interrupted one (``--resume``)
     resumed: resume.ResumePoint | None = None
+    #: the server config this session runs with, fixed when it starts (a reload mid-session
+    #: applies to the next one: server spec and clients' start_train must agree)
+    config: ServerConfig | None = None
 
 
 class SessionRunner:
@@ -184,6 +187,7 @@ class SessionRunner:
 
     async def run_session(self, s: Session) -> None:
         bind_session(s.session_id)
+        s.config = s.config or self.config
         try:
             await self._start_session(s)
             await self._watch_session(s)
@@ -201,7 +205,7 @@ class SessionRunner:
                 await self.finish_session(s)
 
     async def _start_session(self, s: Session) -> None:
-        cfg = self.config
+        cfg = s.config or self.config
         private_dir(s.out_dir.parent)  # <work_dir>/sessions
         private_dir(s.out_dir)
         if s.resumed is not None:
@@ -244,7 +248,7 @@ class SessionRunner:
 
     async def _submit_and_announce(self, s: Session, spec: SessionSpec) -> None:
         """Write the spec, submit the Flower run and send ``start_train`` to the session's clients."""
-        cfg = self.config
+        cfg = s.config or self.config
         spec_path = spec.write(SessionFolder(s.out_dir).spec_file)
         resume.write_clients(
             s.out_dir, [self.pool.clients[sid].name if sid in self.pool.clients else None for sid in s.sids]

@@ -128,13 +128,14 @@ def run_demo(
             f"started; logs in {work_dir / 'logs'}"
         )
         summary = _follow(fed)
+        took = time.monotonic() - t_start  # the session's end; stopping the processes comes after
     finally:
         leftovers = fed.stop()
         if leftovers:
             console.print(f"[yellow]had to kill {len(leftovers)} process(es) that did not stop[/]")
     if summary["status"] != "completed":
         raise FederationError(f"the demo session failed: {summary.get('reason')}")
-    _report(summary, time.monotonic() - t_start, mlflow_dir, data_dir)
+    _report(summary, took, mlflow_dir, data_dir)
     return summary
 
 
@@ -176,7 +177,7 @@ def _report(summary: dict[str, Any], seconds: float, mlflow_dir: str, data_dir: 
         console.print(*parts, soft_wrap=True)
 
     uri = summary["model_uri"]
-    show(f"\n[bold green]Session completed[/] in {seconds:.0f} s")
+    show(f"\n[bold green]Session completed[/] in {seconds:.0f} s (demo start to session end)")
     show(
         f"MLflow run     : {summary['mlflow_run_id']} (store: {mlflow_dir}; "
         f"browse with `mlflow ui --backend-store-uri sqlite:///{mlflow_dir}/mlflow.db`)"

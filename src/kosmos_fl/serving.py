@@ -27,6 +27,8 @@ from kosmos_fl.ml.train import predict
 from kosmos_fl.usecases import UseCase, load_usecase
 
 REREGISTER = "kosmos-fl models register --session <work_dir>/sessions/<session id>"
+#: A registered model's name alone (``kosmos-BearingUseCase``) means its ``@champion`` version.
+_MODEL_NAME = re.compile(r"^[\w.-]+$")
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
 
 
@@ -89,6 +91,8 @@ def fetch_model(model_uri: str, mlflow_address: str, dst: Path) -> LoadedModel:
     from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
 
+    if _MODEL_NAME.match(model_uri):  # a bare registered name: its champion
+        model_uri = f"models:/{model_uri}@champion"
     m = _MODEL_URI.match(model_uri)
     if m is None:
         raise ModelError(

@@ -119,11 +119,15 @@ def client(
             raise FederationError(f"the session did not complete: {(result or {}).get('reason')}")
 
 
+MODEL_HELP = (
+    "A registered model's name (then its @champion version: the best model so far on the server's "
+    "test data), or an MLflow model URI: models:/<name>/<version>, models:/<name>@<alias>"
+)
+
+
 @app.command()
 def predict(
-    model: str = typer.Option(
-        ..., "--model", "-m", help="MLflow model URI, e.g. models:/kosmos-BearingUseCase/1"
-    ),
+    model: str = typer.Option("kosmos-BearingUseCase", "--model", "-m", help=MODEL_HELP),
     data: Path = typer.Option(..., "--data", "-d", help="Folder of bearings (or data file of the use case)."),
     all_rows: bool = typer.Option(False, "--all", help="Predict every snapshot, not only the last."),
     mlflow_uri: str | None = typer.Option(
@@ -141,9 +145,7 @@ def predict(
 
 @app.command()
 def serve(
-    model: str = typer.Option(
-        ..., "--model", "-m", help="MLflow model URI, e.g. models:/kosmos-BearingUseCase/1"
-    ),
+    model: str = typer.Option("kosmos-BearingUseCase", "--model", "-m", help=MODEL_HELP),
     mlflow_uri: str | None = typer.Option(
         None,
         "--mlflow",

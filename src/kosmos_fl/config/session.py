@@ -107,6 +107,11 @@ class SessionSection(ConfigModel):
     data_path: str = "./data"
     work_dir: str = "./kosmos-work"
     registered_model_name: str | None = None
+    #: A new model version becomes ``<name>@champion`` (what ``predict``/``serve`` use by default)
+    #: only if its ``champion_metric`` on the server's test data is lower than the champion's by
+    #: ``champion_margin`` (relative: 0.02 = 2 % better), see kosmos_fl.fl.apps.champion.
+    champion_metric: str = Field("RMSE", min_length=1)
+    champion_margin: float = Field(0.0, ge=0, lt=1)
     #: Updates a round needs to count (quorum); unset: all but one with 3+ clients, else all.
     min_fit_clients: int | None = Field(None, ge=1, le=10_000)
     #: Resume an interrupted session from its last checkpointed round at start-up (``--resume``).

@@ -23,7 +23,7 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from kosmos_fl.errors import FederationError, KosmosError, StorageError
 from kosmos_fl.fl import strategies
-from kosmos_fl.fl.apps import model_registry
+from kosmos_fl.fl.apps import champion, model_registry
 from kosmos_fl.fl.flower_runtime.object_pulls import use_fast_object_pulls
 from kosmos_fl.fl.rounds import checkpoint, federated_eval
 from kosmos_fl.fl.rounds.checkpoint import Checkpoint
@@ -221,6 +221,10 @@ def _finish(
     for p in plot_paths:
         tracker.client.log_artifact(tracker.run_id, str(p), artifact_path="plots")
     model_uri, version = model_registry.log_model(spec, usecase, model, groups)
+    decision = champion.tag_and_promote(
+        tracker.client, spec.registered_model_name, version, metrics, list(groups),
+        spec.champion_metric, spec.champion_margin,
+    )  # fmt: skip
     return {
         "status": "completed",
         "rounds_completed": completed,
@@ -228,6 +232,8 @@ def _finish(
         "model_uri": model_uri,
         "registered_model": spec.registered_model_name,
         "registered_version": version,
+        "champion": decision.promoted,
+        "champion_reason": decision.reason,
         "plots": [str(p) for p in plot_paths],
         **({"reason": stop_reason, "stop_reason": stop_reason} if stop_reason is not None else {}),
     }

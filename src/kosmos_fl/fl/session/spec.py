@@ -65,6 +65,8 @@ class SessionSpec(_Spec):
     #: Federated evaluation on the clients' own data after each round (fl/rounds/federated_eval.py).
     federated_evaluation: bool = False
     fraction_evaluate: float = 1.0
+    champion_metric: str = "RMSE"
+    champion_margin: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: SessionSettings, **session: Any) -> SessionSpec:
@@ -92,6 +94,8 @@ class SessionSpec(_Spec):
             "differential_privacy": cfg.differential_privacy,
             "federated_evaluation": cfg.federated_evaluation,
             "fraction_evaluate": cfg.fraction_evaluate,
+            "champion_metric": cfg.champion_metric,
+            "champion_margin": cfg.champion_margin,
         }
         if cfg.registered_model_name:
             settings["registered_model_name"] = cfg.registered_model_name
@@ -215,6 +219,10 @@ class SessionSettings(Protocol):
     def federated_evaluation(self) -> bool: ...
     @property
     def fraction_evaluate(self) -> float: ...
+    @property
+    def champion_metric(self) -> str: ...
+    @property
+    def champion_margin(self) -> float: ...
 
 
 __all__ = ["NodeSpec", "SessionSettings", "SessionSpec", "decide_quorum"]

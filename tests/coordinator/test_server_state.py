@@ -221,3 +221,34 @@ def test_a_reload_mid_start_does_not_split_the_session(
 
     c = asyncio.run(scenario())
     assert c.events("a", "start_train")[0]["usecase_params"] == {"model": "ffnn"}
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "sessions"),
+    [({"min_interval": 300}, 1), ({"min_interval": 0.3}, 2), ({"max_sessions": 1}, 1), ({}, 2)],
+)
+def test_min_interval_and_max_sessions_hold_back_the_next_group(
+    tmp_path: Path, lifecycle: dict[str, Any], sessions: int
+) -> None:
+    """Issue 20: with ``min_interval: 300`` two eligible groups get one session, not two; a short
+    interval lets the second start once it has passed; ``max_sessions: 1`` never starts another."""
+
+    async def scenario() -> Recorder:
+        c = Recorder(tmp_path, num_clients=2, **lifecycle)
+        for sid in ("a", "b", "c", "d"):
+            await connect(c, sid)
+            await c.on_client_criteria(sid, {"criteria_are_met": True})
+        await asyncio.sleep(0.01)
+        c.release.set()  # the first session ends; c and d wait
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(c.started) == 2:
+                break
+        c.release.set()
+        await asyncio.sleep(0.05)
+        return c
+
+    c = asyncio.run(scenario())
+    assert c.started == [["a", "b"], ["c", "d"]][:sessions]
+    if sessions == 1:
+        assert c.waiting == ["c", "d"]

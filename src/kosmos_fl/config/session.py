@@ -110,6 +110,10 @@ class SessionSection(ConfigModel):
     #: A new model version becomes ``<name>@champion`` (what ``predict``/``serve`` use by default)
     #: only if its ``champion_metric`` on the server's test data is lower than the champion's by
     #: ``champion_margin`` (relative: 0.02 = 2 % better), see kosmos_fl.fl.apps.champion.
+    #: Session lifecycle: a new session starts at least ``min_interval`` seconds after the previous
+    #: one started (eligible clients wait meanwhile), and this server runs at most ``max_sessions``.
+    min_interval: float = Field(0.0, ge=0)
+    max_sessions: int | None = Field(None, ge=1)
     champion_metric: str = Field("RMSE", min_length=1)
     champion_margin: float = Field(0.0, ge=0, lt=1)
     #: Updates a round needs to count (quorum); unset: all but one with 3+ clients, else all.

@@ -23,6 +23,7 @@ from kosmos_fl import __version__
 from kosmos_fl.config import ServerConfig
 from kosmos_fl.coordinator import resume
 from kosmos_fl.coordinator.admission import ClientRecord
+from kosmos_fl.coordinator.lifecycle import SessionSchedule
 from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl.flower_runtime import runtime
@@ -101,6 +102,7 @@ class SessionRunner:
         self._lock = asyncio.Lock()
         #: an interrupted session to continue before any new one (``--resume``)
         self.resume_point: resume.ResumePoint | None = None
+        self.schedule = SessionSchedule()  # min_interval, max_sessions
         #: the MLflow store created/migrated and the experiment made at server start (issue 18)
         self._tracking_ready: asyncio.Task[str] | None = None
 
@@ -154,6 +156,11 @@ class SessionRunner:
             await self.pool.drop_revoked()
         async with self._lock:
             if self.session is not None or len(self.pool.waiting) < self.config.num_clients:
+                return
+            cfg = self.config
+            if self.resume_point is None and not self.schedule.allows(
+                cfg.min_interval, cfg.max_sessions, len(self.pool.waiting), self.maybe_start_session
+            ):
                 return
             sids = self.pool.waiting[: self.config.num_clients]
             del self.pool.waiting[: self.config.num_clients]
@@ -298,9 +305,7 @@ class SessionRunner:
                 raise FederationError("the Flower SuperLink died during the session")
             if time.monotonic() - last_check > 10 and s.flower_run_id is not None:
                 last_check = time.monotonic()
-                status = await asyncio.to_thread(
-                    runtime.run_status, self.flwr_home, s.flower_run_id, s.out_dir
-                )
+                status = await asyncio.to_thread(runtime.run_status, self.flwr_home, s.flower_run_id)
                 if status.startswith("finished"):
                     await asyncio.sleep(1.0)  # the result file may land right after
                     if not folder.result_file.exists():
@@ -311,17 +316,14 @@ class SessionRunner:
         result = s.result or {"status": "failed", "reason": "unknown"}
         if result.get("status") != "completed":
             log.error("session %s failed: %s", s.session_id, result.get("reason"))
-            # both best effort and independent: at once, so the clients hear sooner (a `flwr stop`
-            # alone is an interpreter start)
+            # both best effort and independent: at once, so the clients hear sooner
             cleanup = []
             if s.mlflow_run_id:
                 cleanup.append(
                     asyncio.to_thread(fail_run, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason")))
                 )
             if s.flower_run_id is not None:
-                cleanup.append(
-                    asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id, s.out_dir)
-                )
+                cleanup.append(asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id))
             await asyncio.gather(*cleanup, return_exceptions=True)
         else:
             log.info("session %s completed: %s", s.session_id, result.get("model_uri"))

@@ -87,3 +87,31 @@ def test_second_session_keeps_the_supernodes_and_uses_the_reloaded_parameters(
     assert sorted(session_nodes.values()) == sorted(joined.values()) and others == set()
     for c in clients:
         assert c.alive(), c.tail(20)
+
+
+def test_ctrl_c_on_a_waiting_client_is_one_line_and_exit_130(
+    federation: Federation, generated_bearings: Path
+) -> None:
+    """Issue 20: SIGINT to a client waiting for a session: a one-line goodbye, no traceback, exit
+    130; its kept SuperNode stops with it."""
+    fed = federation
+    fed.start_server(num_clients=2, data_path=str(generated_bearings), test_bearings=["Bearing1_3"])
+    client = fed.start_client(
+        "site-a", once=False, data_path=str(generated_bearings), bearings=UNITS["site-a"]
+    )
+    log = fed.root / "logs" / "site-a.log"
+    _wait(lambda: "joined" in log.read_text(), 180, "the client's SuperNode")
+    before = len(log.read_text().splitlines())
+    client.proc.send_signal(signal.SIGINT)
+    assert client.proc.wait(30) == 130, client.tail(20)
+    after = log.read_text().splitlines()[before:]
+    assert after == ["client site-a: interrupted (Ctrl-C); left the server cleanly"], after
+    assert "Traceback" not in log.read_text()
+    assert not [p for p in Path("/proc").iterdir() if _runs_with(p, str(fed.root / "clients" / "site-a"))]
+
+
+def _runs_with(proc: Path, text: str) -> bool:
+    try:
+        return proc.name.isdigit() and text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False

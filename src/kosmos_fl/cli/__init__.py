@@ -113,8 +113,15 @@ def client(
     cfg = load_client_config(config, client_name=name, insecure=insecure or None)
     cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
+    import signal
+
+    kc = KosmosClient(cfg, base, once=once)
     with contextlib.suppress(KeyboardInterrupt):
-        result = asyncio.run(KosmosClient(cfg, base, once=once).run())
+        result = asyncio.run(kc.run())
+        if kc.signals:  # Ctrl-C or SIGTERM: one line, no traceback; 130 after SIGINT as shells expect
+            how = "interrupted (Ctrl-C)" if signal.SIGINT in kc.signals else "stopped (SIGTERM)"
+            err_console.print(f"client {kc.name}: {how}; left the server cleanly", highlight=False)
+            sys.exit(130 if signal.SIGINT in kc.signals else 0)
         if once and (result is None or result.get("status") != "completed"):
             raise FederationError(f"the session did not complete: {(result or {}).get('reason')}")
 

@@ -119,6 +119,8 @@ class KosmosClient:
         #: between start_train and end_train
         self.in_session = False
         self.done = asyncio.Event()
+        #: the stop signals received (SIGINT: the command exits 130)
+        self.signals: list[int] = []
         self.last_result: dict[str, Any] | None = None
         #: the session this client last joined, and the one it was dropped from (``--once``)
         self.session_id: str | None = None
@@ -140,6 +142,7 @@ class KosmosClient:
         )
         self.eligible = False
         self.sio = socketio.AsyncClient(
+            handle_sigint=False,  # ours (install_stop_signals): a clean stop, exit 130, no traceback
             reconnection=True,
             reconnection_delay=config.retry_initial,
             reconnection_delay_max=config.retry_max,
@@ -179,7 +182,8 @@ class KosmosClient:
         await self.register()
 
     async def on_disconnect(self, reason: Any = None) -> None:
-        log.warning("disconnected from the server (%s); reconnecting", reason)
+        if not self.done.is_set():  # not when this client is stopping
+            log.warning("disconnected from the server (%s); reconnecting", reason)
         await self.supernode.stop()
         if reason == self.sio.reason.SERVER_DISCONNECT and not self.done.is_set():
             task = asyncio.create_task(self._reconnect())
@@ -287,7 +291,7 @@ class KosmosClient:
 
     async def run(self) -> dict[str, Any] | None:
         """Connect (with back-off), serve sessions; returns the last end_train payload."""
-        install_stop_signals(self.done)
+        self.signals = install_stop_signals(self.done)
         bind(client_id=self.name)
         if self.edge is not None:
             await asyncio.to_thread(self.edge.start)

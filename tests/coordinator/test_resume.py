@@ -46,3 +46,32 @@ def test_assign_ids_keeps_previous_ids_by_name() -> None:
     names = {"s1": "site-c", "s2": "new", "s3": "site-a"}
     assert assign_ids(["s1", "s2", "s3"], names, previous) == ["s3", "s2", "s1"]
     assert assign_ids(["x", "y"], {}, {}) == ["x", "y"]
+
+
+def test_a_session_its_mlflow_run_says_failed_is_not_offered_for_resume(tmp_path: Path) -> None:
+    """Issue 21 point 4: a session that failed while its result.json could not be written (a full
+    disk) has no result file; its MLflow run, tagged failed, keeps it from being called resumable."""
+    from mlflow.tracking import MlflowClient
+
+    from kosmos_fl.coordinator.resume import failed_in_mlflow, reopen_run
+    from kosmos_fl.fl.tracking import fail_run, tracking_uri
+
+    uri = tracking_uri(str(tmp_path / "mlruns"))
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("e")
+    failed_run, ok_run = (client.create_run(exp).info.run_id for _ in range(2))
+    fail_run(uri, failed_run, "No space left on device")
+    sessions = tmp_path / "sessions"
+    for sid, run in (("20260101-000000-aaaaaa", failed_run), ("20260102-000000-bbbbbb", ok_run)):
+        _spec(sessions / sid, sid).model_copy(update={"mlflow_run_id": run}).write(
+            sessions / sid / "session.json"
+        )
+
+    found = find_interrupted(tmp_path, lambda run: failed_in_mlflow(uri, run))
+    assert [p.spec.session_id for p in found] == ["20260102-000000-bbbbbb"]
+    assert not failed_in_mlflow("http://127.0.0.1:9", failed_run, timeout=2)  # unreachable: still offered
+
+    # a failed run resumed by hand (after deleting result.json, as OPERATIONS.md says) sheds the old reason
+    reopen_run(uri, failed_run, 3)
+    tags = client.get_run(failed_run).data.tags
+    assert tags["kosmos.status"] == "resumed" and "kosmos.failure_reason" not in tags

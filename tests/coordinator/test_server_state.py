@@ -4,6 +4,8 @@ in-process (Flower and MLflow are replaced by a recording stand-in for the sessi
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +254,14 @@ def test_min_interval_and_max_sessions_hold_back_the_next_group(
     assert c.started == [["a", "b"], ["c", "d"]][:sessions]
     if sessions == 1:
         assert c.waiting == ["c", "d"]
+
+
+def test_a_failed_session_without_a_result_gets_one(tmp_path: Path) -> None:
+    """The ServerApp died before writing result.json: the coordinator writes the failure, so a
+    restart never offers the session for --resume (issue 21 point 4)."""
+    c = Recorder(tmp_path)
+    out = tmp_path / "w" / "sessions" / "s1"
+    out.mkdir(parents=True)
+    s = Session("s1", [], out, "", time.time(), result={"status": "failed", "reason": "Flower run ended"})
+    asyncio.run(c.sessions.finish_session(s))
+    assert json.loads((out / "result.json").read_text())["reason"] == "Flower run ended"

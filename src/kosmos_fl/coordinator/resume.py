@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +49,10 @@ def _read_clients(out_dir: Path) -> dict[int, str]:
         return {}
 
 
-def find_interrupted(work_dir: Path) -> list[ResumePoint]:
-    """Interrupted sessions under ``work_dir/sessions``, newest first."""
+def find_interrupted(work_dir: Path, failed: Callable[[str], bool] = lambda _: False) -> list[ResumePoint]:
+    """Interrupted sessions under ``work_dir/sessions``, newest first. A session without a result
+    file whose MLflow run ``failed(run_id)`` says failed is not one: it failed while its result
+    could not be written (a full disk), and resuming it would contradict MLflow."""
     out = []
     sessions = work_dir / "sessions"
     if not sessions.is_dir():
@@ -63,6 +66,9 @@ def find_interrupted(work_dir: Path) -> list[ResumePoint]:
         except (OSError, ValidationError) as exc:
             log.warning("session folder %s has an unreadable session.json (%s); not resumable", folder, exc)
             continue
+        if spec.mlflow_run_id and failed(spec.mlflow_run_id):
+            log.info("session %s failed (its MLflow run says so); not resumable", spec.session_id)
+            continue
         ck = checkpoint.summary(folder)
         out.append(
             ResumePoint(
@@ -73,6 +79,33 @@ def find_interrupted(work_dir: Path) -> list[ResumePoint]:
             )
         )
     return out
+
+
+def announce(found: list[ResumePoint], resume: bool, num_clients: int) -> ResumePoint | None:
+    """Log what the interrupted sessions ``found`` mean; the one to resume when ``resume`` is on."""
+    if not found:
+        return None
+    if not resume:
+        for p in found:
+            log.warning(
+                "session %s was interrupted after round %d (MLflow run %s); start the server with "
+                "--resume (or resume: true) to continue it",
+                p.spec.session_id,
+                p.round,
+                p.spec.mlflow_run_id,
+            )
+        return None
+    log.info(
+        "will resume session %s after round %d of %d (MLflow run %s) once %d clients registered",
+        found[0].spec.session_id,
+        found[0].round,
+        found[0].spec.num_rounds,
+        found[0].spec.mlflow_run_id,
+        num_clients,
+    )
+    for p in found[1:]:
+        log.warning("older interrupted session %s is not resumed (only the newest is)", p.spec.session_id)
+    return found[0]
 
 
 def assign_ids(sids: list[str], names: dict[str, str | None], previous: dict[int, str]) -> list[str]:
@@ -102,6 +135,8 @@ def reopen_run(uri: str, run_id: str, from_round: int) -> None:
         client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, "kosmos.status", "resumed")
     client.set_tag(run_id, "kosmos.resumed_after_round", str(from_round))
+    with contextlib.suppress(Exception):  # a reason from before the resume is no longer true
+        client.delete_tag(run_id, "kosmos.failure_reason")
 
 
 def tag_interrupted(uri: str, run_id: str) -> None:
@@ -109,6 +144,25 @@ def tag_interrupted(uri: str, run_id: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient(tracking_uri=uri).set_tag(run_id, "kosmos.status", "interrupted")
+
+
+def failed_in_mlflow(uri: str, run_id: str, timeout: float = 5.0) -> bool:
+    """Whether the run is tagged ``kosmos.status=failed`` (by :func:`kosmos_fl.fl.tracking.fail_run`);
+    False when MLflow does not answer within ``timeout`` (then the session is still offered)."""
+    from mlflow.tracking import MlflowClient
+
+    found: list[bool] = []
+
+    def ask() -> None:
+        with contextlib.suppress(Exception):
+            found.append(
+                MlflowClient(tracking_uri=uri).get_run(run_id).data.tags.get("kosmos.status") == "failed"
+            )
+
+    worker = threading.Thread(target=ask, name="kosmos-run-status", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(found and found[0])
 
 
 #: Seconds a stopping server waits for MLflow to tag the interrupted run (issue 21: it waited out

@@ -316,12 +316,16 @@ class SessionRunner:
         result = s.result or {"status": "failed", "reason": "unknown"}
         if result.get("status") != "completed":
             log.error("session %s failed: %s", s.session_id, result.get("reason"))
+            if not SessionFolder(s.out_dir).result_file.exists():  # never offered for --resume
+                with contextlib.suppress(KosmosError, OSError):  # full disk: MLflow's tag tells
+                    SessionFolder(s.out_dir).write_result(result)
             # both best effort and independent: at once, so the clients hear sooner
-            cleanup = []
-            if s.mlflow_run_id:
-                cleanup.append(
-                    asyncio.to_thread(fail_run, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason")))
-                )
+            reason = str(result.get("reason"))
+            cleanup = (
+                [asyncio.to_thread(fail_run, self.mlflow_uri, s.mlflow_run_id, reason)]
+                if s.mlflow_run_id
+                else []
+            )
             if s.flower_run_id is not None:
                 cleanup.append(asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id))
             await asyncio.gather(*cleanup, return_exceptions=True)
@@ -373,27 +377,7 @@ class SessionRunner:
 
     def find_interrupted(self) -> None:
         """With ``resume``, pick up the newest interrupted session; otherwise say how to."""
-        found = resume.find_interrupted(self.work_dir)
-        if not found:
-            return
-        if not self.config.resume:
-            for p in found:
-                log.warning(
-                    "session %s was interrupted after round %d (MLflow run %s); start the server with "
-                    "--resume (or resume: true) to continue it",
-                    p.spec.session_id,
-                    p.round,
-                    p.spec.mlflow_run_id,
-                )
-            return
-        self.resume_point = found[0]
-        log.info(
-            "will resume session %s after round %d of %d (MLflow run %s) once %d clients registered",
-            found[0].spec.session_id,
-            found[0].round,
-            found[0].spec.num_rounds,
-            found[0].spec.mlflow_run_id,
-            self.config.num_clients,
+        found = resume.find_interrupted(
+            self.work_dir, lambda run: resume.failed_in_mlflow(self.mlflow_uri, run)
         )
-        for p in found[1:]:
-            log.warning("older interrupted session %s is not resumed (only the newest is)", p.spec.session_id)
+        self.resume_point = resume.announce(found, self.config.resume, self.config.num_clients)

@@ -40,7 +40,7 @@ def test_site_requiring_secure_aggregation_refuses_plain_training(tmp_path: Path
     )
     path = spec.write(tmp_path / "node.json")
     msg = _msg(RecordDict({"config": ConfigRecord({"server-round": 1, "seed": 1})}))
-    context = SimpleNamespace(node_config={"session-file": str(path)})
+    context = SimpleNamespace(node_config={"session-file": str(path)}, run_config={})
     if required:
         with pytest.raises(RuntimeError, match="requires secure aggregation"):
             client_app.train(msg, context)  # type: ignore[arg-type]

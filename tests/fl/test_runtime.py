@@ -82,6 +82,8 @@ def test_the_superlink_runs_with_the_warm_superexec_as_its_companion(
     assert exec_args[1:3] == ["-m", "kosmos_fl.fl.flower_runtime.warm_exec"]
     assert exec_args[exec_args.index("--runtime-api-address") + 1] == "127.0.0.1:9999"
     assert exec_args[exec_args.index("--parent-pid") + 1] == "31337"
+    # it polls for the server's whole life: not at the SuperNodes' 20 per second
+    assert float(exec_args[exec_args.index("--task-poll-interval") + 1]) >= 0.2
     assert ("--root-certificates" in exec_args) is tls
     if tls:
         assert exec_args[exec_args.index("--root-certificates") + 1] == str(tmp_path / "ca.pem")

@@ -210,6 +210,7 @@ def _child(task: dict[str, Any], threads: int, forked_at: float) -> int:
     import torch
 
     os.environ[FORKED_AT_ENV] = repr(forked_at)
+    _set_process_name(task.get("task_type", "flwr-clientapp"))
     if task.get("suppress_output"):  # as Flower's SubprocessExecutor: a ServerApp's output goes
         devnull = os.open(os.devnull, os.O_WRONLY)  # only to its log queue (``flwr log``)
         sys.stdout.flush()
@@ -223,6 +224,18 @@ def _child(task: dict[str, Any], threads: int, forked_at: float) -> int:
     except SystemExit as exc:  # run_clientapp / run_serverapp end with flwr_exit -> sys.exit
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     return 0
+
+
+def _set_process_name(name: str) -> None:
+    """Linux: the child's name in ps/top (``comm``) becomes Flower's (``flwr-serverapp`` /
+    ``flwr-clientapp``), as a cold-started process's would be; its command line stays the
+    template's."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def _run_task(task: dict[str, Any]) -> None:

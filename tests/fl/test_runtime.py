@@ -93,3 +93,17 @@ def test_the_superlink_runs_with_the_warm_superexec_as_its_companion(
     cold = runtime.start_superlink("127.0.0.1", 9999, tmp_path / "flwr", log_path, tls=certs, warm=False)
     assert [n for n, _, _ in started] == ["SuperLink"] and "--isolation" not in started[0][1]
     assert cold.companions == []
+
+
+def test_a_stopped_companion_is_named(tmp_path: Path) -> None:
+    """/health reports the SuperLink's SuperExec too: without it no session's ServerApp starts."""
+    env = runtime.flower_env(tmp_path)
+    log_path = tmp_path / "link.log"
+    link = runtime.ManagedProcess.start("SuperLink", ["sleep", "30"], env, log_path)
+    link.companions.append(runtime.ManagedProcess.start("SuperExec", ["true"], env, log_path))
+    try:
+        link.companions[0].proc.wait(10)
+        assert link.not_running() == ["SuperExec"]
+    finally:
+        link.stop(timeout=2)
+    assert link.not_running() == ["SuperLink", "SuperExec"]

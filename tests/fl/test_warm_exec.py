@@ -61,8 +61,8 @@ def executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setattr(warm_exec.WarmExecutor, "_spawn", spawn)
     ex = warm_exec.WarmExecutor()
-    ex._fallback = _Fallback()
-    ex.spawned = spawned
+    ex._fallback = _Fallback()  # type: ignore[assignment]
+    ex.spawned = spawned  # type: ignore[attr-defined]
     yield ex
     for proc in spawned:
         if proc.poll() is None:

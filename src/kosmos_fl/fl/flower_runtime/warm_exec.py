@@ -49,8 +49,8 @@ TASK_POLL_INTERVAL = "0.05"
 #: the server, and at 0.05 s that costs about 12 % of a core while idle (0.25 s: see start_superlink);
 #: a ServerApp starts once per session.
 SERVER_TASK_POLL_INTERVAL = "0.25"
-#: In a ClientApp process forked by the warm template: the wall-clock time of the fork, for the
-#: latency split. An environment variable, because the template runs as ``__main__`` (a
+#: In an app process forked by the warm template: the wall-clock time of the fork (the ClientApp
+#: reports it for the latency split). An environment variable, because the template runs as ``__main__`` (a
 #: module-level value would not be shared).
 FORKED_AT_ENV = "KOSMOS_FL_FORKED_AT"
 #: What the template preloads: the apps of the Flower app (FAB). Named, not imported, because the

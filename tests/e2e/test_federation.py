@@ -40,6 +40,11 @@ def test_two_clients_two_rounds_end_to_end(federation: Federation, generated_bea
     for c in clients:
         assert c.proc.wait(60) == 0, c.tail(30)
 
+    # the session's ServerApp was forked from the server's warm template, not cold-started
+    superlink_log = (federation.root / "server" / "logs" / "superlink.log").read_text()
+    assert re.search(r"warm SuperExec: flwr-serverapp task \d+: forked from the template", superlink_log)
+    assert "cold start" not in superlink_log
+
     # the SuperNodes' pulls after their replies were held until the next round's message existed,
     # instead of each node sleeping out Flower's 3 s idle interval (security/fleet_proxy.py)
     with urllib.request.urlopen(f"{federation.url}/metrics", timeout=10) as resp:

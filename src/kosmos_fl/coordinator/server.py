@@ -158,9 +158,9 @@ class Coordinator:
         return web.json_response(self.status())
 
     async def http_health(self, request: web.Request) -> web.Response:
-        problems = (
-            [] if self.superlink is None or self.superlink.alive() else ["the SuperLink is not running"]
-        )
+        # the SuperLink and its warm SuperExec (without it no session's ServerApp starts)
+        down = [] if self.superlink is None else self.superlink.not_running()
+        problems = [f"the {name} is not running" for name in down]
         disk = await asyncio.to_thread(write_problem, self.work_dir)
         problems += [disk] if disk else []
         body: dict[str, Any] = {"ok": not problems, **({"reason": "; ".join(problems)} if problems else {})}

@@ -2,7 +2,9 @@
 
 Only this module knows Flower's command lines, so a Flower upgrade touches one file. Every process
 is started in its own process group and stopped with the whole group, so nothing Flower spawns
-(SuperExec, ServerApp, ClientApp processes) outlives it.
+(SuperExec, ServerApp, ClientApp processes) outlives it. The SuperLink and the SuperNodes run with
+``--isolation process`` by default, each paired with our warm SuperExec (``warm_exec``, a companion
+process stopped with them) instead of the SuperExec Flower would start.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kosmos_fl.fl.flower_runtime.control import CONNECTION as CONNECTION
 from kosmos_fl.fl.flower_runtime.control import run_status as run_status  # in-process Control API
 from kosmos_fl.fl.flower_runtime.control import stop_run as stop_run
 from kosmos_fl.fl.flower_runtime.control import submit_run as submit_run
+from kosmos_fl.fl.flower_runtime.warm_exec import SERVER_TASK_POLL_INTERVAL
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -102,6 +105,10 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def not_running(self) -> list[str]:
+        """Names of this process and of its companions that have exited (empty: all run)."""
+        return [p.name for p in (self, *self.companions) if not p.alive()]
+
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the whole group, SIGKILL what is left after ``timeout``; companions too."""
         for companion in self.companions:
@@ -168,11 +175,17 @@ def start_superlink(
     *,
     tls: tuple[Path, Path, Path] | None = None,
     node_auth: bool = False,
+    warm: bool = True,
 ) -> ManagedProcess:
     """Start the SuperLink (Fleet, Control and Runtime APIs on ``host:port``).
 
     ``tls`` = (certfile, keyfile, CA certfile) serves all three APIs over TLS; ``node_auth``
     (needs TLS) only admits SuperNodes whose public key was registered (:func:`register_node`).
+
+    ``warm`` (default) runs the SuperLink with ``--isolation process`` and pairs it with
+    :mod:`kosmos_fl.fl.flower_runtime.warm_exec` (a companion: it stops with the SuperLink and logs
+    to the same file), whose ServerApp processes start with torch and kosmos_fl already imported;
+    otherwise the SuperLink starts Flower's own SuperExec, which cold-starts one per session.
     """
     security = ["--insecure"]
     if tls is not None:
@@ -195,9 +208,12 @@ def start_superlink(
         str(port),
         "--disable-runtime-dependency-installation",
     ]
+    if warm:
+        args += ["--isolation", "process"]
     if database is not None:
         args += ["--database", str(database)]
-    proc = ManagedProcess.start("SuperLink", args, flower_env(flwr_home), log_path)
+    env = flower_env(flwr_home)
+    proc = ManagedProcess.start("SuperLink", args, env, log_path)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if tls is not None:
         ctx = ssl.create_default_context(cafile=str(tls[2]))
@@ -206,6 +222,16 @@ def start_superlink(
     else:
         wait_http(f"http://{local}:{port}/health", 60.0, proc)
         write_connection(flwr_home, f"{local}:{port}")
+    if warm:
+        # what the SuperLink would pass its own SuperExec (flower_superlink._get_superexec_command):
+        # the Runtime API (same port), the CA when TLS is on, the SuperLink's pid to die with
+        runtime_api = f"[{local}]:{port}" if ":" in local else f"{local}:{port}"
+        exec_args = [sys.executable, "-m", "kosmos_fl.fl.flower_runtime.warm_exec",
+                     "--runtime-api-address", runtime_api, "--parent-pid", str(proc.proc.pid),
+                     "--task-poll-interval", SERVER_TASK_POLL_INTERVAL]  # fmt: skip
+        if tls is not None:
+            exec_args += ["--root-certificates", str(tls[2])]
+        proc.companions.append(ManagedProcess.start("SuperExec", exec_args, env, log_path))
     return proc
 
 

@@ -31,7 +31,7 @@ from kosmos_fl.fl.flower_runtime.control import CONNECTION as CONNECTION
 from kosmos_fl.fl.flower_runtime.control import run_status as run_status  # in-process Control API
 from kosmos_fl.fl.flower_runtime.control import stop_run as stop_run
 from kosmos_fl.fl.flower_runtime.control import submit_run as submit_run
-from kosmos_fl.fl.flower_runtime.warm_exec import SERVER_TASK_POLL_INTERVAL
+from kosmos_fl.fl.flower_runtime.warm_exec import NO_TRAIN_FLAG, SERVER_TASK_POLL_INTERVAL
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -228,7 +228,7 @@ def start_superlink(
         runtime_api = f"[{local}]:{port}" if ":" in local else f"{local}:{port}"
         exec_args = [sys.executable, "-m", "kosmos_fl.fl.flower_runtime.warm_exec",
                      "--runtime-api-address", runtime_api, "--parent-pid", str(proc.proc.pid),
-                     "--task-poll-interval", SERVER_TASK_POLL_INTERVAL]  # fmt: skip
+                     "--task-poll-interval", SERVER_TASK_POLL_INTERVAL, NO_TRAIN_FLAG]  # fmt: skip
         if tls is not None:
             exec_args += ["--root-certificates", str(tls[2])]
         proc.companions.append(ManagedProcess.start("SuperExec", exec_args, env, log_path))

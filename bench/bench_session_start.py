@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kosmos_fl.data.bearing.generate import generate_dataset
-from kosmos_fl.fl.session import read_progress
+from kosmos_fl.fl.session import ProgressReader
 from kosmos_fl.localfed import LocalFederation
 
 console = Console()
@@ -70,7 +70,7 @@ def timings(done: dict[str, Any]) -> tuple[float, float]:
     """(eligible -> round 1 fetched by every client, last round -> registered) of a finished session."""
     if done["status"] != "completed":
         raise SystemExit(f"session failed: {done.get('reason')}")
-    events = read_progress(Path(done["progress"]))
+    events = [e.row() for e in ProgressReader(Path(done["progress"])).read()]
     started = next(e for e in events if e["event"] == "round_started" and e["round"] == 1)
     first = next(e for e in events if e["event"] == "round" and e["round"] == 1)
     last = [e for e in events if e["event"] == "round"][-1]

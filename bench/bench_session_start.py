@@ -5,9 +5,10 @@ the registered model (issue #18).
 
 Two variants in one run, on generated bearings with real processes on loopback, 3 clients:
 
-(a) Flower's own way, the baseline: a fresh server and fresh clients for every session, each
-    ClientApp message in a cold ``flwr-clientapp`` process (``warm_clientapp: false``), so every
-    session pays for starting SuperLink, SuperNodes, SuperExecs and the ServerApp;
+(a) Flower's own way, the baseline: a fresh server and fresh clients for every session, the
+    ServerApp and each ClientApp message in a cold ``flwr-serverapp`` / ``flwr-clientapp`` process
+    (``warm_serverapp: false``, ``warm_clientapp: false``), so every session pays for starting
+    SuperLink, SuperNodes, SuperExecs and the ServerApp;
 (b) the product's defaults: one server and three long-running clients; the clients keep their
     SuperNode and warm ClientApp template from one session to the next, the server its SuperLink.
 
@@ -44,8 +45,9 @@ CLIENT_BEARINGS = [["Bearing1_1", "Bearing1_2"], ["Bearing2_1", "Bearing2_2"], [
 TEST_BEARINGS = ["Bearing1_3", "Bearing2_3"]
 
 
-def _server(fed: LocalFederation, data: Path, rounds: int) -> None:
+def _server(fed: LocalFederation, data: Path, rounds: int, warm: bool) -> None:
     fed.start_server(
+        warm_serverapp=warm,
         num_clients=3,
         n_federated_train_epoch=rounds,
         data_path=str(data),
@@ -83,7 +85,7 @@ def baseline(root: Path, data: Path, sessions: int, rounds: int) -> list[tuple[f
     for i in range(sessions):
         fed = LocalFederation(root / f"cold-{i}")
         try:
-            _server(fed, data, rounds)
+            _server(fed, data, rounds, warm=False)
             _clients(fed, data, warm=False, once=True)
             out.append(timings(fed.wait_sessions(1, timeout=900)[0]))
         finally:
@@ -95,7 +97,7 @@ def baseline(root: Path, data: Path, sessions: int, rounds: int) -> list[tuple[f
 def product(root: Path, data: Path, sessions: int, rounds: int) -> list[tuple[float, float]]:
     fed = LocalFederation(root / "kept")
     try:
-        _server(fed, data, rounds)
+        _server(fed, data, rounds, warm=True)
         _clients(fed, data, warm=True, once=False)
         done = fed.wait_sessions(sessions, timeout=900 * sessions)[:sessions]
     finally:

@@ -54,6 +54,9 @@ class LimitsSection(ConfigModel):
     #: the next message exists (long poll; security/fleet_proxy.py). 0: Flower's own 3 s idle polling.
     #: Kept below the SuperNode's 30 s request timeout.
     fleet_long_poll: float = Field(20.0, ge=0, le=25)
+    #: Fork each session's ServerApp from a warm template (fl/flower_runtime/warm_exec.py); false:
+    #: Flower's own SuperExec cold-starts a ``flwr-serverapp`` process per session.
+    warm_serverapp: bool = True
     #: Seconds a connected client may take to send ``client_criteria`` before it is told it is missing.
     criteria_timeout: float = Field(30.0, gt=0)
     #: Control-plane limits: message sizes, rate limit, heartbeat.

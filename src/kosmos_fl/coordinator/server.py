@@ -180,6 +180,7 @@ class Coordinator:
             functools.partial(
                 runtime.start_superlink, "127.0.0.1", internal, self.flwr_home,
                 self.work_dir / "logs" / "superlink.log", tls=tls, node_auth=sec.tls and sec.client_auth,
+                warm=self.config.warm_serverapp,
             )
         )  # fmt: skip
         self.sessions.find_interrupted()

@@ -72,7 +72,7 @@ def test_two_clients_two_rounds_end_to_end(federation: Federation, generated_bea
     name, version = done["model_uri"].removeprefix("models:/").split("/")
     mv = ml.get_model_version(name, version)
     assert mv.run_id == run.info.run_id
-    assert ml.get_model_version_by_alias(name, "champion").version == version  # the first one
+    assert str(ml.get_model_version_by_alias(name, "champion").version) == version  # the first one
 
     # the registered model predicts for any bearing folder, as CSV; a bare name means its champion
     res = federation.predict(name, generated_bearings)

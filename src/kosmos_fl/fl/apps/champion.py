@@ -79,7 +79,7 @@ def tag_and_promote(
         margin,
         champ is not None and champ.tags.get(TAG_EVAL_SET) == set_key,
         metric,
-        champ.version if champ is not None else "",
+        str(champ.version) if champ is not None else "",
     )
     if decision.promoted:
         client.set_registered_model_alias(name, ALIAS, version)

@@ -33,7 +33,9 @@ app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay,
 config_app = typer.Typer(no_args_is_help=True)
 models_app = typer.Typer(no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Registered models: register a session's model again.")
-app.add_typer(config_app, name="config", help="Configuration files: migrate a 2021 KOSMoS config.")
+app.add_typer(
+    config_app, name="config", help="Configuration files: check, show (with sources), migrate a 2021 config."
+)
 
 
 def _version(value: bool) -> None:
@@ -221,6 +223,50 @@ def simulate(
         clients=clients, rounds=rounds, data=data, snapshots=snapshots, work_dir=work_dir,
         mlflow_address=mlflow_uri, config=config, cpus=cpus,
     )  # fmt: skip
+
+
+def _kind_and_path(config: Path | None, client: bool) -> tuple[str, Path | None]:
+    kind = "client" if client else "server"
+    return kind, config or _default_file("client.yaml" if client else "config.yaml")
+
+
+@config_app.command("check")
+def config_check(
+    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    client: bool = typer.Option(False, "--client", help="A client config (client.yaml), not a server one."),
+) -> None:
+    """Validate a config (file plus DYNACONF_* environment) without starting anything."""
+    from kosmos_fl.config.explain import explain
+
+    kind, path = _kind_and_path(config, client)
+    _, rows = explain(path, kind)  # type: ignore[arg-type]
+    counts = {src: sum(1 for r in rows if r[2] == src) for src in ("file", "env")}
+    where = str(path) if path else "built-in defaults"
+    print(
+        f"{where}: a valid {kind} config "
+        f"({counts['file']} keys from the file, {counts['env']} from the environment)"
+    )
+
+
+@config_app.command("show")
+def config_show(
+    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    client: bool = typer.Option(False, "--client", help="A client config (client.yaml), not a server one."),
+) -> None:
+    """Every key's effective value and where it came from: default, file or environment."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kosmos_fl.config.explain import explain
+
+    kind, path = _kind_and_path(config, client)
+    _, rows = explain(path, kind)  # type: ignore[arg-type]
+    table = Table(title=f"{kind} config: {path or 'built-in defaults'}", title_justify="left")
+    for col in ("key", "value", "from"):
+        table.add_column(col, overflow="fold")
+    for key, value, source in rows:
+        table.add_row(key, value, source)
+    Console(width=160).print(table)
 
 
 @config_app.command("migrate")

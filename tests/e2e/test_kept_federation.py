@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,11 @@ from mlflow.tracking import MlflowClient
 from kosmos_fl.fl.rounds.liveness import read_nodes
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.localfed import LocalFederation as Federation
+from tests.e2e.test_secure_federation import wait_for
 
 pytestmark = pytest.mark.e2e
 
 UNITS = {"site-a": ["Bearing1_1", "Bearing1_2"], "site-b": ["Bearing2_1", "Bearing2_2"]}
-
-
-def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_second_session_keeps_the_supernodes_and_uses_the_reloaded_parameters(
@@ -48,7 +40,7 @@ def test_second_session_keeps_the_supernodes_and_uses_the_reloaded_parameters(
         fed.start_client(n, once=False, data_path=str(generated_bearings), bearings=b)
         for n, b in UNITS.items()
     ]
-    _wait(lambda: (fed.status() or {}).get("session") is not None, 240, "the first session to start")
+    wait_for(lambda: (fed.status() or {}).get("session") is not None, 240, "the first session to start")
 
     # while session 1 runs, the operator changes the model and the rounds and reloads
     path = fed.root / "config" / "server.yaml"
@@ -58,7 +50,7 @@ def test_second_session_keeps_the_supernodes_and_uses_the_reloaded_parameters(
     path.write_text(yaml.safe_dump(cfg))
     os.kill(server.proc.pid, signal.SIGHUP)
     server_log = fed.root / "logs" / "server.log"
-    _wait(lambda: "config reloaded" in server_log.read_text(), 60, "the reload")
+    wait_for(lambda: "config reloaded" in server_log.read_text(), 60, "the reload")
     assert "usecase" in server_log.read_text().split("config reloaded")[1].splitlines()[0]
 
     first, second = fed.wait_sessions(2, timeout=600)[:2]
@@ -100,7 +92,7 @@ def test_ctrl_c_on_a_waiting_client_is_one_line_and_exit_130(
         "site-a", once=False, data_path=str(generated_bearings), bearings=UNITS["site-a"]
     )
     log = fed.root / "logs" / "site-a.log"
-    _wait(lambda: "joined" in log.read_text(), 180, "the client's SuperNode")
+    wait_for(lambda: "joined" in log.read_text(), 180, "the client's SuperNode")
     before = len(log.read_text().splitlines())
     client.proc.send_signal(signal.SIGINT)
     assert client.proc.wait(30) == 130, client.tail(20)

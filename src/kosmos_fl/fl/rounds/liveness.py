@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,34 +159,34 @@ class SessionClients:
         return out
 
 
-class MemberGrid:
-    """A view of the Grid whose ``get_node_ids`` lists only this session's nodes (see
-    :meth:`SessionClients.members`): kept SuperNodes of clients outside the session get nothing."""
+class _GridView:
+    """The Grid with ``get_node_ids`` filtered by ``keep``; everything else passes through."""
 
-    def __init__(self, grid: Any, clients: SessionClients) -> None:
+    def __init__(self, grid: Any, keep: Callable[[Iterable[int]], list[int]]) -> None:
         self._grid = grid
-        self._clients = clients
+        self._keep = keep
 
     def get_node_ids(self) -> list[int]:
-        return self._clients.members(self._grid.get_node_ids())
+        return self._keep(self._grid.get_node_ids())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
 
-class LiveGrid:
-    """A view of the Grid whose ``get_node_ids`` lists only live nodes, so that a strategy's
+class MemberGrid(_GridView):
+    """Only this session's nodes (:meth:`SessionClients.members`): kept SuperNodes of clients
+    outside the session get nothing."""
+
+    def __init__(self, grid: Any, clients: SessionClients) -> None:
+        super().__init__(grid, clients.members)
+
+
+class LiveGrid(_GridView):
+    """Only live nodes (:meth:`SessionClients.live_nodes`), so that a strategy's
     ``configure_train`` never addresses a client the coordinator already saw die."""
 
     def __init__(self, grid: Any, clients: SessionClients) -> None:
-        self._grid = grid
-        self._clients = clients
-
-    def get_node_ids(self) -> list[int]:
-        return self._clients.live_nodes(self._grid.get_node_ids())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
+        super().__init__(grid, clients.live_nodes)
 
 
 def wait_for_nodes(grid: Any, clients: SessionClients, quorum: int, timeout: float) -> list[int]:

@@ -92,7 +92,8 @@ def test_ctrl_c_on_a_waiting_client_is_one_line_and_exit_130(
         "site-a", once=False, data_path=str(generated_bearings), bearings=UNITS["site-a"]
     )
     log = fed.root / "logs" / "site-a.log"
-    wait_for(lambda: "joined" in log.read_text(), 180, "the client's SuperNode")
+    # its SuperNode joined and the server answered the registration that carried the node id
+    wait_for(lambda: log.read_text().count("server: eligible") >= 2, 180, "the client's SuperNode")
     before = len(log.read_text().splitlines())
     client.proc.send_signal(signal.SIGINT)
     assert client.proc.wait(30) == 130, client.tail(20)

@@ -96,3 +96,38 @@ def test_a_lost_connection_stops_the_supernode(client: tuple[KosmosClient, FakeN
     asyncio.run(node.ensure("127.0.0.1:9092"))
     asyncio.run(c.on_disconnect("transport close"))
     assert node.calls[-1] == "stop" and not node.ready()
+
+
+def test_the_client_says_where_it_connects_and_checks_its_data_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 20: "connecting to ..." at once, and the data checked before the connection, so a site
+    whose data is missing hears it at once; that check also serves the first registration."""
+    order: list[str] = []
+
+    def check(*_: Any) -> dict[str, Any]:
+        order.append("check")
+        return {"criteria_are_met": False, "reason": "no bearing folders in /nowhere"}
+
+    monkeypatch.setattr(client_module, "check_criteria", check)
+    c = KosmosClient(ClientConfig(socketio_address="127.0.0.1:6000", work_dir=str(tmp_path)), tmp_path)
+    sent: list[Any] = []
+
+    async def connect() -> bool:
+        order.append("connect")
+        await c.register()  # as on_connect does
+        return False  # stop here
+
+    async def emit(event: str, data: Any = None, **_: Any) -> None:
+        sent.append((event, data))
+
+    c._connect = connect  # type: ignore[method-assign]
+    c.sio.emit = emit  # type: ignore[method-assign]
+    with caplog.at_level("INFO", logger="kosmos_fl.client"):
+        asyncio.run(c._run())
+    assert order == ["check", "connect"]  # one check, before connecting, reused by the registration
+    assert caplog.messages[0] == "connecting to 127.0.0.1:6000 as client"
+    assert [m for m in caplog.messages if "criteria not met" in m] == [
+        "criteria not met: no bearing folders in /nowhere (registering as not eligible)"
+    ]
+    assert sent[0][1]["criteria_are_met"] is False

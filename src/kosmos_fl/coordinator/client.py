@@ -118,6 +118,8 @@ class KosmosClient:
         self.work_dir = _resolve(config.work_dir, self.base_dir) / self.name
         #: between start_train and end_train
         self.in_session = False
+        #: the criteria checked before connecting, used by the first registration
+        self._checked: dict[str, Any] | None = None
         self.done = asyncio.Event()
         #: the stop signals received (SIGINT: the command exits 130)
         self.signals: list[int] = []
@@ -159,12 +161,15 @@ class KosmosClient:
         self.sio.on("error", self.on_error)
 
     async def register(self) -> None:
-        answer = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
+        answer, self._checked = self._checked, None  # the check made just before connecting
+        fresh = answer is None  # (that one already said why it is not met)
+        if answer is None:
+            answer = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
         answer["client_name"] = self.name
         if answer["criteria_are_met"] and self.supernode.ready():
             answer["node_id"] = self.supernode.node_id
         self.eligible = bool(answer["criteria_are_met"])
-        if not answer["criteria_are_met"]:
+        if not answer["criteria_are_met"] and fresh:
             log.warning("criteria not met: %s", answer.get("reason"))
         await self.sio.emit("client_criteria", answer)
 
@@ -359,6 +364,11 @@ class KosmosClient:
             self.done.set()
 
     async def _run(self) -> dict[str, Any] | None:
+        log.info("connecting to %s as %s", self.config.socketio_address, self.name)
+        # the data first: a site whose data is missing hears it now, not after the connection
+        self._checked = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
+        if not self._checked["criteria_are_met"]:
+            log.warning("criteria not met: %s (registering as not eligible)", self._checked.get("reason"))
         if not await self._connect():
             return None
         try:

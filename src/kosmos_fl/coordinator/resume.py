@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -23,6 +24,7 @@ from kosmos_fl.fl.rounds import checkpoint
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, write_json_atomic
 
 log = logging.getLogger("kosmos_fl.resume")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -146,23 +148,30 @@ def tag_interrupted(uri: str, run_id: str) -> None:
     MlflowClient(tracking_uri=uri).set_tag(run_id, "kosmos.status", "interrupted")
 
 
+def _bounded(call: Callable[[], T], timeout: float, name: str) -> tuple[bool, T | None]:
+    """``call()`` in a daemon thread, waited for at most ``timeout`` seconds: (answered, result).
+    An MLflow that is down or hangs never holds up the server's start or stop for longer."""
+    out: list[T] = []
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            out.append(call())
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return (True, out[0]) if out else (False, None)
+
+
 def failed_in_mlflow(uri: str, run_id: str, timeout: float = 5.0) -> bool:
     """Whether the run is tagged ``kosmos.status=failed`` (by :func:`kosmos_fl.fl.tracking.fail_run`);
     False when MLflow does not answer within ``timeout`` (then the session is still offered)."""
     from mlflow.tracking import MlflowClient
 
-    found: list[bool] = []
-
-    def ask() -> None:
-        with contextlib.suppress(Exception):
-            found.append(
-                MlflowClient(tracking_uri=uri).get_run(run_id).data.tags.get("kosmos.status") == "failed"
-            )
-
-    worker = threading.Thread(target=ask, name="kosmos-run-status", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return bool(found and found[0])
+    _, tags = _bounded(
+        lambda: MlflowClient(tracking_uri=uri).get_run(run_id).data.tags, timeout, "kosmos-run-status"
+    )
+    return tags is not None and tags.get("kosmos.status") == "failed"
 
 
 #: Seconds a stopping server waits for MLflow to tag the interrupted run (issue 21: it waited out
@@ -171,21 +180,15 @@ TAG_TIMEOUT = 3.0
 
 
 def tag_interrupted_bounded(uri: str, run_id: str, timeout: float | None = None) -> bool:
-    """:func:`tag_interrupted` in a daemon thread, waited for at most ``timeout`` seconds (default
+    """:func:`tag_interrupted`, waited for at most ``timeout`` seconds (default
     :data:`TAG_TIMEOUT`); best effort. False when MLflow did not answer in time or failed."""
-
-    done: list[bool] = []
-
-    def tag() -> None:
-        with contextlib.suppress(Exception):
-            tag_interrupted(uri, run_id)
-            done.append(True)
-
-    worker = threading.Thread(target=tag, name="kosmos-tag-interrupted", daemon=True)
-    worker.start()
-    worker.join(TAG_TIMEOUT if timeout is None else timeout)
+    done, _ = _bounded(
+        lambda: tag_interrupted(uri, run_id),
+        TAG_TIMEOUT if timeout is None else timeout,
+        "kosmos-tag-interrupted",
+    )
     if not done:
         log.warning(
             "MLflow did not tag run %s as interrupted in time (it may be down); --resume still works", run_id
         )
-    return bool(done)
+    return done

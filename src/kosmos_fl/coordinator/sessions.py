@@ -377,7 +377,11 @@ class SessionRunner:
 
     def find_interrupted(self) -> None:
         """With ``resume``, pick up the newest interrupted session; otherwise say how to."""
-        found = resume.find_interrupted(
-            self.work_dir, lambda run: resume.failed_in_mlflow(self.mlflow_uri, run)
-        )
+        # one budget for all the MLflow checks: a server whose MLflow is down still starts at once
+        deadline = time.monotonic() + 5.0
+
+        def failed(run: str) -> bool:
+            return resume.failed_in_mlflow(self.mlflow_uri, run, max(0.0, deadline - time.monotonic()))
+
+        found = resume.find_interrupted(self.work_dir, failed)
         self.resume_point = resume.announce(found, self.config.resume, self.config.num_clients)

@@ -208,7 +208,7 @@ def test_a_reload_mid_start_does_not_split_the_session(
         await asyncio.sleep(0.01)
         s = c.sessions.session
         assert s is not None
-        s.config = c.sessions.config  # what run_session fixes when the session starts
+        assert s.config is c.sessions.config  # fixed when the session was created
         reloaded = server_config(
             tmp_path, num_clients=1, usecase={"name": "BearingUseCase", "broadcast_params": {"model": "mlp"}}
         )

@@ -24,11 +24,11 @@ def test_a_superlink_that_does_not_answer_is_unknown_status_not_an_exception(
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         runtime.write_connection(tmp_path, f"127.0.0.1:{silent.getsockname()[1]}")
-        assert runtime.run_status(tmp_path, 1, tmp_path) == "unknown"
-        runtime.stop_run(tmp_path, 1, tmp_path)  # best effort: no exception either
+        assert runtime.run_status(tmp_path, 1) == "unknown"
+        runtime.stop_run(tmp_path, 1)  # best effort: no exception either
         with pytest.raises(FederationError, match="Flower refused the training run"):
-            runtime.submit_run(tmp_path, {"session-file": "x"}, tmp_path)
-    assert runtime.run_status(tmp_path / "nowhere", 1, tmp_path) == "unknown"  # no connection file
+            runtime.submit_run(tmp_path, {"session-file": "x"})
+    assert runtime.run_status(tmp_path / "nowhere", 1) == "unknown"  # no connection file
 
 
 def test_node_id_is_read_from_this_supernode_start_only(tmp_path: Path) -> None:

@@ -66,8 +66,8 @@ class Session:
     dead: dict[int, str] = field(default_factory=dict)
     #: set when this session continues an interrupted one (``--resume``)
     resumed: resume.ResumePoint | None = None
-    #: the server config this session runs with, fixed when it starts (a reload mid-session
-    #: applies to the next one: server spec and clients' start_train must agree)
+    #: the server config this session runs with, fixed when it is created (a reload mid-session
+    #: applies to the next one: server spec and clients' start_train must agree); None: the runner's
     config: ServerConfig | None = None
 
 
@@ -175,6 +175,7 @@ class SessionRunner:
                     mlflow_run_id=point.spec.mlflow_run_id,
                     started_at=time.time(),
                     resumed=point,
+                    config=self.config,
                 )
             else:
                 # client ids (and with them training seeds and a 2021 client's data) follow the
@@ -187,6 +188,7 @@ class SessionRunner:
                     out_dir=self.work_dir / "sessions" / session_id,
                     mlflow_run_id="",
                     started_at=time.time(),
+                    config=self.config,
                 )
             for sid in sids:
                 self.pool.clients[sid].state = "training"
@@ -194,7 +196,6 @@ class SessionRunner:
 
     async def run_session(self, s: Session) -> None:
         bind_session(s.session_id)
-        s.config = s.config or self.config
         try:
             await self._start_session(s)
             await self._watch_session(s)
@@ -265,7 +266,7 @@ class SessionRunner:
         write_nodes(s.out_dir, session_nodes, [n for sid, n in nodes.items() if sid not in s.sids])
         await self.before_submit()
         run_config = {"session-file": str(spec_path), "session-id": s.session_id}
-        s.flower_run_id = await asyncio.to_thread(runtime.submit_run, self.flwr_home, run_config, s.out_dir)
+        s.flower_run_id = await asyncio.to_thread(runtime.submit_run, self.flwr_home, run_config)
         s.status = "running"
         log.info(
             "session %s started: Flower run %s, MLflow run %s, clients %s",

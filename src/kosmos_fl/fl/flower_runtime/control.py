@@ -56,7 +56,7 @@ def _client(flwr_home: Path) -> Any:
     )
 
 
-def submit_run(flwr_home: Path, run_config: dict[str, Any], cwd: Path | None = None) -> int:
+def submit_run(flwr_home: Path, run_config: dict[str, Any]) -> int:
     """Submit our Flower app as a new run with ``run_config``; returns Flower's run id."""
     from flwr.common.serde import user_config_to_proto
     from flwr.proto.control_pb2 import StartRunRequest
@@ -74,7 +74,7 @@ def submit_run(flwr_home: Path, run_config: dict[str, Any], cwd: Path | None = N
     return int(res.run_id)
 
 
-def run_status(flwr_home: Path, run_id: int, cwd: Path | None = None) -> str:
+def run_status(flwr_home: Path, run_id: int) -> str:
     """Flower's status of a run (``pending``, ``running``, ``finished:completed|failed|stopped``),
     or ``unknown`` when the SuperLink did not answer (a busy machine): callers poll again later."""
     from flwr.proto.control_pb2 import ListRunsRequest
@@ -93,7 +93,7 @@ def run_status(flwr_home: Path, run_id: int, cwd: Path | None = None) -> str:
     return f"{status.status}:{status.sub_status}" if status.sub_status else str(status.status)
 
 
-def stop_run(flwr_home: Path, run_id: int, cwd: Path | None = None) -> None:
+def stop_run(flwr_home: Path, run_id: int) -> None:
     """Ask the SuperLink to stop a run (best effort)."""
     from flwr.proto.control_pb2 import StopRunRequest
 

@@ -107,6 +107,7 @@ def client(
 ) -> None:
     """Run a KOSMoS client: check criteria, register, train when the server starts a session."""
     import asyncio
+    import signal
 
     from kosmos_fl.config import load_client_config
     from kosmos_fl.coordinator.client import KosmosClient
@@ -115,8 +116,6 @@ def client(
     cfg = load_client_config(config, client_name=name, insecure=insecure or None)
     cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
-    import signal
-
     kc = KosmosClient(cfg, base, once=once)
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(kc.run())
@@ -225,9 +224,13 @@ def simulate(
     )  # fmt: skip
 
 
-def _kind_and_path(config: Path | None, client: bool) -> tuple[str, Path | None]:
-    kind = "client" if client else "server"
-    return kind, config or _default_file("client.yaml" if client else "config.yaml")
+def _explain(config: Path | None, client: bool) -> tuple[str, Path | None, list[tuple[str, str, str]]]:
+    """(kind, file read, rows of :func:`kosmos_fl.config.explain.explain`) for config check/show."""
+    from kosmos_fl.config.explain import explain
+
+    path = config or _default_file("client.yaml" if client else "config.yaml")
+    rows = explain(path, "client" if client else "server")
+    return ("client" if client else "server"), path, list(rows)
 
 
 @config_app.command("check")
@@ -236,10 +239,7 @@ def config_check(
     client: bool = typer.Option(False, "--client", help="A client config (client.yaml), not a server one."),
 ) -> None:
     """Validate a config (file plus DYNACONF_* environment) without starting anything."""
-    from kosmos_fl.config.explain import explain
-
-    kind, path = _kind_and_path(config, client)
-    _, rows = explain(path, kind)  # type: ignore[arg-type]
+    kind, path, rows = _explain(config, client)
     counts = {src: sum(1 for r in rows if r[2] == src) for src in ("file", "env")}
     where = str(path) if path else "built-in defaults"
     print(
@@ -257,10 +257,7 @@ def config_show(
     from rich.console import Console
     from rich.table import Table
 
-    from kosmos_fl.config.explain import explain
-
-    kind, path = _kind_and_path(config, client)
-    _, rows = explain(path, kind)  # type: ignore[arg-type]
+    kind, path, rows = _explain(config, client)
     table = Table(title=f"{kind} config: {path or 'built-in defaults'}", title_justify="left")
     for col in ("key", "value", "from"):
         table.add_column(col, overflow="fold")

@@ -41,11 +41,9 @@ def _shown(value: Any) -> str:
     return redact(text)
 
 
-def explain(
-    path: Path | None, kind: Kind
-) -> tuple[ServerConfig | ClientConfig, list[tuple[str, str, Source]]]:
-    """The validated config of ``path`` plus the environment, and per key (value, source); raises
-    :class:`~kosmos_fl.errors.ConfigError` with one line when it is not valid."""
+def explain(path: Path | None, kind: Kind) -> list[tuple[str, str, Source]]:
+    """Per key of the validated config of ``path`` plus the environment: (key, value, source);
+    raises :class:`~kosmos_fl.errors.ConfigError` with one line when it is not valid."""
     translate = compat2021.server_settings if kind == "server" else compat2021.client_settings
     data = translate(read_settings(path), warn=True)
     model: type[ServerConfig | ClientConfig] = ServerConfig if kind == "server" else ClientConfig
@@ -56,4 +54,4 @@ def explain(
     for key in type(cfg).model_fields:
         source: Source = "env" if key in from_env else "file" if key in from_file else "default"
         rows.append((key, _shown(values.get(key)), source))
-    return cfg, rows
+    return rows

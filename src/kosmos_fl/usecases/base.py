@@ -12,16 +12,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
-from torch import nn
 
 from kosmos_fl.errors import UseCaseError
 from kosmos_fl.ml.metrics import regression_report
-from kosmos_fl.ml.train import predict
+
+if TYPE_CHECKING:  # torch and pandas load only where a model runs: a client's data check needs neither
+    import pandas as pd
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class UseCase(ABC):
     # -- evaluation and prediction -------------------------------------------------------------
     def evaluate(self, model: nn.Module, groups: Mapping[str, ArrayDataset]) -> dict[str, float]:
         """Server-side metrics of ``model``; default: RMSE, MAE, PCC per group and their mean."""
+        from kosmos_fl.ml.train import predict
+
         return regression_report({k: (g.y, predict(model, g.x)) for k, g in groups.items()})
 
     @abstractmethod

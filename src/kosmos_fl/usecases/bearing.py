@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import Field, field_validator
-from torch import nn
 
 from kosmos_fl.data.bearing.health import (
     health_inputs,
@@ -22,10 +20,11 @@ from kosmos_fl.data.bearing.onset import RATIO_INPUTS, ratio_inputs
 from kosmos_fl.data.bearing.processed import ProcessedBearing, list_bearings, load_bearings
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.metrics import regression_report
-from kosmos_fl.ml.models import Cnn2021, CnnPadded, Ffnn2021, RulMlp
-from kosmos_fl.ml.ratio import RulRatio
-from kosmos_fl.ml.train import predict, predict_heads
 from kosmos_fl.usecases.base import ArrayDataset, UseCase, UseCaseParams
+
+if TYPE_CHECKING:  # imported where a model runs (see usecases/base.py)
+    import pandas as pd
+    from torch import nn
 
 #: The 11 test bearings of the IEEE PHM 2012 challenge, the 2021 server's default.
 DEFAULT_TEST_BEARINGS: tuple[str, ...] = (
@@ -225,6 +224,8 @@ class BearingUseCase(UseCase):
     def predict_bearing(self, model: nn.Module, b: ProcessedBearing) -> np.ndarray:
         """``(n, k)`` predictions in hours for every snapshot of one bearing: the point estimate
         first, then the interval bounds when the model has quantile heads."""
+        from kosmos_fl.ml.train import predict_heads
+
         return self.finish(predict_heads(model, self._inputs(b)), b)
 
     def finish(self, heads: np.ndarray, b: ProcessedBearing) -> np.ndarray:
@@ -298,6 +299,9 @@ class BearingUseCase(UseCase):
         return clients, test
 
     def build_model(self) -> nn.Module:
+        from kosmos_fl.ml.models import Cnn2021, CnnPadded, Ffnn2021, RulMlp
+        from kosmos_fl.ml.ratio import RulRatio
+
         p = self.params
         if p.model == "ratio":
             return RulRatio(
@@ -330,6 +334,8 @@ class BearingUseCase(UseCase):
         """RMSE, MAE, PCC per bearing and mean, on the point predictions as ``predict`` reports
         them (smoothed when configured, then floored at 0); the elapsed hours the smoothing needs
         come with :meth:`eval_datasets` (else the last input column when ``elapsed`` is on)."""
+        from kosmos_fl.ml.train import predict
+
         out = {}
         for k, g in groups.items():
             pred = predict(model, g.x)
@@ -344,6 +350,8 @@ class BearingUseCase(UseCase):
         return regression_report(out)
 
     def predict_table(self, model: nn.Module, data_path: Path, *, all_rows: bool) -> pd.DataFrame:
+        import pandas as pd
+
         frames = []
         for name, b in self._bearings(data_path, None).items():
             heads = self.predict_bearing(model, b)

@@ -23,20 +23,20 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from torch import nn
 
 from kosmos_fl.data.turbofan.cmapss import DEFAULT_CAP, DEFAULT_SENSORS, SENSOR_COLUMNS, SETTING_COLUMNS
 from kosmos_fl.data.turbofan.source import read_engines, shown
 from kosmos_fl.errors import DataError
 from kosmos_fl.ml.metrics import mae, phm08_score, regression_report, rmse
-from kosmos_fl.ml.models import CnnRul, Lstm2021, Lstm2021Kosmos
-from kosmos_fl.ml.train import predict
 from kosmos_fl.usecases.base import ArrayDataset, UseCase, UseCaseParams
+
+if TYPE_CHECKING:  # torch loads where a model runs (see usecases/base.py)
+    from torch import nn
 
 #: Columns a model may use as inputs.
 INPUT_COLUMNS: tuple[str, ...] = (*SETTING_COLUMNS, *SENSOR_COLUMNS)
@@ -239,6 +239,8 @@ class TurbofanUseCase(UseCase):
 
     # -- model ------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
+        from kosmos_fl.ml.models import CnnRul, Lstm2021, Lstm2021Kosmos
+
         n, p = len(self.params.sensors), self.params
         model: nn.Module
         if p.model == "lstm":
@@ -263,6 +265,8 @@ class TurbofanUseCase(UseCase):
         ``PHM08_<unit>`` and ``PHM08`` are the asymmetric score per window (so units of different
         length compare); ``PHM08_last`` is the challenge's sum over units.
         """
+        from kosmos_fl.ml.train import predict
+
         names = list(groups)
         if not names:
             return {}
@@ -285,6 +289,8 @@ class TurbofanUseCase(UseCase):
     def predict_table(self, model: nn.Module, data_path: Path, *, all_rows: bool) -> pd.DataFrame:
         """``unit, rul_cycles, cycle``: predicted remaining cycles (never negative) at each unit's
         last cycle, or at every cycle with ``all_rows``; labels are not needed."""
+        from kosmos_fl.ml.train import predict
+
         df = self._load(data_path)
         x, _ = self._arrays(df)
         units = df["unit"].to_numpy()

@@ -143,25 +143,36 @@ def _say(text: str) -> None:
     print(f"warm SuperExec: {text}", file=sys.stderr, flush=True)
 
 
+def _warmup_models() -> list[tuple[Any, tuple[int, ...]]]:
+    """One small instance of each built-in model with its input shape. Also imports what the use
+    cases load only where a model runs (the model code, pandas for prediction tables), so a forked
+    task finds it imported."""
+    import pandas  # noqa: F401
+
+    from kosmos_fl.ml.models import Cnn2021, Ffnn2021, RulMlp
+    from kosmos_fl.ml.ratio import RulRatio
+
+    return [
+        (Ffnn2021(n_features=4, hidden=8), (4,)),
+        (Cnn2021(), (129, 21, 2)),
+        (RulMlp(4, hidden=(8,)), (4,)),
+        (RulRatio(4), (4,)),
+    ]
+
+
 def _warm_up_torch() -> None:
     """One tiny training step per built-in model, on one thread: torch imports much of its
     autograd and optimiser machinery lazily on first use (about 3 s here)."""
     import numpy as np
     import torch
 
-    from kosmos_fl.ml.models import Cnn2021, Ffnn2021, RulMlp
     from kosmos_fl.ml.train import train_epochs
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    models = (
-        (Ffnn2021(n_features=4, hidden=8), (4,)),
-        (Cnn2021(), (129, 21, 2)),
-        (RulMlp(4, hidden=(8,)), (4,)),
-    )
-    for model, shape in models:
+    for model, shape in _warmup_models():
         x = rng.normal(size=(4, *shape)).astype(np.float32)
-        train_epochs(model, x, np.zeros(4, np.float32), epochs=1, lr=1e-3, batch_size=4, seed=0)
+        train_epochs(model, x, np.ones(4, np.float32), epochs=1, lr=1e-3, batch_size=4, seed=0)
 
 
 def _preimport_http_client() -> None:
@@ -189,15 +200,9 @@ def _warm_up_inference() -> None:
     """One forward pass per built-in model without autograd (what a ServerApp's evaluation runs)."""
     import torch
 
-    from kosmos_fl.ml.models import Cnn2021, Ffnn2021, RulMlp
-
     torch.set_num_threads(1)
     with torch.no_grad():
-        for model, shape in (
-            (Ffnn2021(n_features=4, hidden=8), (4,)),
-            (Cnn2021(), (129, 21, 2)),
-            (RulMlp(4, hidden=(8,)), (4,)),
-        ):
+        for model, shape in _warmup_models():
             model.eval()
             model(torch.zeros((2, *shape)))
 

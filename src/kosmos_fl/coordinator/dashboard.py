@@ -14,6 +14,7 @@ import collections
 import contextlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -206,12 +207,33 @@ class Dashboard:
         }
 
     async def _refresh_champion(self) -> None:
-        """Ask MLflow which version is ``@champion`` (off the loop; at start, after each session,
-        and every CHAMPION_SECONDS: someone may move the alias by hand)."""
-        name = registered_model_name(self.coord)
+        """Ask MLflow which version is ``@champion`` (when the page first asks, after each session
+        and every CHAMPION_SECONDS: someone may move the alias by hand). In a daemon thread, not
+        the loop's executor: an MLflow that hangs never holds up the server's stop."""
+        name, uri = registered_model_name(self.coord), self.coord.mlflow_uri
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(version: str | None, exc: Exception | None) -> None:
+            if answer.done():
+                return
+            if exc is not None:
+                answer.set_exception(exc)
+            else:
+                answer.set_result(version)
+
+        def ask() -> None:
+            try:
+                version, exc = champion_version(uri, name), None
+            except Exception as error:  # the store may be briefly unreachable; asked again later
+                version, exc = None, error
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(settle, version, exc)
+
+        threading.Thread(target=ask, name="kosmos-champion", daemon=True).start()
         try:
-            version = await asyncio.to_thread(champion_version, self.coord.mlflow_uri, name)
-        except Exception as exc:  # the store may be briefly unreachable; asked again later
+            version = await answer
+        except Exception as exc:
             log.debug("champion of %s not known: %s", name, exc)
             return
         self.champion = {"model": name, "version": version, "known": True}

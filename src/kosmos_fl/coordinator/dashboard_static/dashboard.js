@@ -79,7 +79,7 @@ function legend(series) {
   return box;
 }
 
-// A line chart: series = [{name, points: [[x, y], ...]}]; opts: {zero, ylabel, xlabel, empty}.
+// A line chart: series = [{name, points: [[x, y], ...]}]; opts: {zero, ylabel, xlabel, xmax, empty}.
 function lineChart(container, series, opts = {}) {
   const W = 560, H = 220, L = 62, R = 14, T = 10, B = 38;
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
@@ -90,12 +90,13 @@ function lineChart(container, series, opts = {}) {
     return;
   }
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
-  const xt = niceTicks(Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1), 8, true);
+  // the x axis spans the planned rounds (opts.xmax): it does not rescale as rounds come in
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, opts.xmax ?? x0 + 1, x0 + 1);
+  const xt = niceTicks(x0, x1, 8, true);
   let y0 = Math.min(...ys), y1 = Math.max(...ys);
   if (opts.zero) y0 = Math.min(0, y0);
   if (y1 - y0 < 1e-9) { y1 += Math.abs(y1) * 0.1 || 1; if (!opts.zero) y0 -= Math.abs(y0) * 0.1 || 1; }
   const yt = niceTicks(y0, y1, 4, false);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y) => H - B - ((y - yt.lo) / (yt.hi - yt.lo)) * (H - T - B);
   for (const y of yt.ticks) {
@@ -227,7 +228,7 @@ function renderClients(state) {
 }
 
 function renderRounds(state) {
-  const rounds = state.rounds, u = state.units;
+  const rounds = state.rounds, u = state.units, xmax = state.session?.num_rounds;
   setChildren(document.querySelector("#rounds tbody"), rounds.map((r) => {
     const tr = el("tr", { "data-round": r.round });
     tr.append(
@@ -243,13 +244,13 @@ function renderRounds(state) {
   }));
   lineChart(document.getElementById("chart-metrics"),
     ["RMSE", "MAE"].map((m) => ({ name: m, points: rounds.map((r) => [r.round, r.metrics[m]]) })),
-    { zero: true, ylabel: withUnit("error", u.RMSE) });
+    { zero: true, xmax, ylabel: withUnit("error", u.RMSE) });
   lineChart(document.getElementById("chart-loss"),
     [{ name: "train loss", points: rounds.filter((r) => r.round > 0).map((r) => [r.round, r.train_loss]) }],
-    { zero: true, ylabel: u.train_loss });
+    { zero: true, xmax, ylabel: u.train_loss });
   lineChart(document.getElementById("chart-time"),
     [{ name: "seconds", points: rounds.filter((r) => r.round > 0).map((r) => [r.round, r.round_seconds]) }],
-    { zero: true, ylabel: withUnit("time", u.seconds) });
+    { zero: true, xmax, ylabel: withUnit("time", u.seconds) });
   const units = Object.entries(state.per_unit_rmse).sort((a, b) => a[0].localeCompare(b[0]));
   barChart(document.getElementById("chart-units"), units, u.RMSE);
   setChildren(document.querySelector("#units tbody"), units.map(([name, v]) => {

@@ -121,8 +121,8 @@ def test_dashboard_shows_live_session_matching_mlflow(
             page.wait_for_selector("#rounds tr[data-round='1']", timeout=WAIT_MS)
             running = _text(page, "session-status")
             rows = page.locator("#clients tbody tr")
-            clients = {
-                rows.nth(i).locator("td").nth(1).inner_text(): rows.nth(i).locator("td").nth(4).inner_text()
+            clients = {  # by name (not by Socket.IO id): name, address, criteria, state, last seen
+                rows.nth(i).locator("td.name").inner_text(): rows.nth(i).locator("td").nth(3).inner_text()
                 for i in range(rows.count())
             }
             if running == "running":
@@ -146,6 +146,21 @@ def test_dashboard_shows_live_session_matching_mlflow(
                 (REPO / "docs" / "images").mkdir(exist_ok=True)
                 shutil.copy(src if src.exists() else shot, REPO / "docs" / "images" / "dashboard.png")
 
+            # the champion: the first registered version becomes it (MLflow is asked after the session)
+            page.wait_for_function(
+                "document.getElementById('champion').textContent.startsWith('version 1 ')", timeout=30_000
+            )
+            champion = _text(page, "champion")
+            decision = _text(page, "session-champion")
+            per_client = {
+                tr.get_attribute("data-client"): {
+                    col: tr.locator(f"td[data-col={col}]").inner_text()
+                    for col in ("samples", "rounds", "rejected")
+                }
+                for tr in page.locator("#per-client tbody tr").all()
+            }
+            round_heads = page.locator("#rounds thead th").all_inner_texts()
+            header = _text(page, "server")
             session_id = _text(page, "session-id")
             assert _text(page, "session-round") == f"{ROUNDS} / {ROUNDS}"
             table = {}
@@ -171,6 +186,7 @@ def test_dashboard_shows_live_session_matching_mlflow(
 
     done = federation.wait_sessions(1, timeout=60)[0]
     assert done["status"] == "completed", done
+    done_result = json.loads((Path(done["out_dir"]) / "result.json").read_text(encoding="utf-8"))
     assert done["session_id"] == session_id
     ml = MlflowClient(tracking_uri=tracking_uri(str(federation.root / "mlruns")))
     run = ml.get_run(done["mlflow_run_id"])
@@ -191,6 +207,15 @@ def test_dashboard_shows_live_session_matching_mlflow(
     for unit, value in units.items():
         assert value == pytest.approx(run.data.metrics[f"RMSE_{unit}"], abs=6e-5), unit
     assert "none" in errors_text or "warning" in errors_text or "error" in errors_text
+    # units, per-client rows and the champion, as the ServerApp reported them
+    assert "RMSE (hours)" in round_heads and "RUL in hours" in header, (round_heads, header)
+    assert header.endswith(f"MLflow {MLFLOW_UI}") and "sqlite:" not in header, header  # the UI, when known
+    assert sorted(per_client) == ["site-a", "site-b"], per_client
+    for row in per_client.values():
+        assert row["samples"].endswith(" samples") and int(row["samples"].split()[0]) > 0, row
+        assert row["rounds"] == str(ROUNDS) and row["rejected"] == "0", row
+    assert champion == f"version 1 of {name}", champion
+    assert decision == f"version 1 became champion: {done_result['champion_reason']}", decision
 
     # Prometheus: scraped with the token and parsed
     status, body = _get(f"{url}/metrics", TOKEN)

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
-from kosmos_fl.fl.rounds.round_stats import RoundTimes, client_metrics, latency_split, round_statistics
+from kosmos_fl.fl.rounds.round_stats import (
+    RoundTimes,
+    client_examples,
+    client_metrics,
+    latency_split,
+    round_statistics,
+)
 
 
 def _reply(
@@ -64,3 +70,14 @@ def test_a_list_where_a_number_belongs_is_named() -> None:
     bad = SimpleNamespace(content=RecordDict({"metrics": MetricRecord({"train_loss": [1.0, 2.0]})}))
     with pytest.raises(TypeError, match="got a list of 2"):
         client_metrics([bad])
+
+
+def test_client_examples_by_client_id_skips_what_is_not_a_count() -> None:
+    a = _reply(0, 1.0, 2.0, 0.0, 1.0, **{"num-examples": 1520})
+    b = _reply(1, 3.0, 5.0, 0.0, 1.0, **{"num-examples": 80})
+    no_count = _reply(2, 3.0, 5.0, 0.0, 1.0)
+    nan = _reply(3, 3.0, 5.0, 0.0, 1.0, **{"num-examples": float("nan")})
+    listed = SimpleNamespace(
+        content=RecordDict({"metrics": MetricRecord({"client-id": 4, "num-examples": [1, 2]})})
+    )
+    assert client_examples([a, b, no_count, nan, listed]) == {"0": 1520, "1": 80}

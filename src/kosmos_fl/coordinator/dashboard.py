@@ -14,47 +14,21 @@ import collections
 import contextlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
-from kosmos_fl.config import ServerConfig
+from kosmos_fl.coordinator import dashboard_state
 from kosmos_fl.coordinator.admin_auth import protect
-from kosmos_fl.coordinator.admission import ClientRecord
+from kosmos_fl.coordinator.dashboard_state import Federation, SessionArchive, store_label
 from kosmos_fl.coordinator.metrics import FederationMetrics
-from kosmos_fl.coordinator.progress import ProgressFollower, SessionView
-from kosmos_fl.fl.flower_runtime import runtime
+from kosmos_fl.coordinator.progress import ProgressFollower
 from kosmos_fl.redact import redact, safe
-from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.dashboard")
-
-
-class Federation(SessionView, Protocol):
-    """What the dashboard reads of the coordinator (``kosmos_fl.coordinator.server.Coordinator``)."""
-
-    @property
-    def config(self) -> ServerConfig: ...
-
-    @property
-    def clients(self) -> dict[str, ClientRecord]: ...
-
-    @property
-    def waiting(self) -> list[str]: ...
-
-    @property
-    def mlflow_uri(self) -> str: ...
-
-    @property
-    def usecase_cls(self) -> type[UseCase]: ...
-
-    @property
-    def superlink(self) -> runtime.ManagedProcess | None: ...
-
-    @property
-    def app(self) -> web.Application: ...
 
 
 STATIC_DIR = Path(__file__).parent / "dashboard_static"
@@ -62,8 +36,33 @@ STATIC_FILES = {
     "dashboard.js": "application/javascript",
     "dashboard.css": "text/css",
 }
-#: Sessions whose per-round progress the dashboard keeps in memory.
+#: How often the progress of the running session is read.
 TICK_SECONDS = 0.5
+#: How often the page asks MLflow which version is the champion (besides after each session).
+CHAMPION_SECONDS = 60
+
+
+def registered_model_name(coord: Federation) -> str:
+    """The registered model the sessions' versions go to (as ``SessionRunner`` names it)."""
+    return coord.config.registered_model_name or f"kosmos-{coord.usecase_cls.name}"
+
+
+def champion_version(tracking_uri: str, model_name: str) -> str | None:
+    """The version ``<model_name>@champion`` points at; None when there is no champion yet.
+    Raises when the store cannot be asked (the page then keeps what it knew)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from kosmos_fl.fl.apps.champion import ALIAS
+
+    try:
+        return str(
+            MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model_name, ALIAS).version
+        )
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
 
 
 class RecentErrors(logging.Handler):
@@ -100,6 +99,15 @@ class Dashboard:
         self.errors = RecentErrors(self.metrics)
         self._experiment_ids: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self.archive = SessionArchive(coord.work_dir)
+        #: ``{"model", "version", "known"}``: the registered model's ``@champion`` (known: MLflow said)
+        self.champion: dict[str, Any] = {
+            "model": registered_model_name(coord),
+            "version": None,
+            "known": False,
+        }
+        self._champion_asked: tuple[int, int] | None = None
+        self._champion_task: asyncio.Task[None] | None = None
 
     # -- data -----------------------------------------------------------------------------------
     def admin_token(self) -> str | None:
@@ -168,26 +176,14 @@ class Dashboard:
             links["model"] = f"{ui}/#/models/{name}/versions/{version}"
         return links
 
-    def state(self) -> dict[str, Any]:
-        """The document the page renders (``GET /dashboard/api/state``)."""
+    def state(self, shown: str | None = None) -> dict[str, Any]:
+        """The document the page renders (``GET /dashboard/api/state[?session=<id>]``); ``shown``:
+        the session to show (None: the live one)."""
         self.follower.tick()
         coord, cfg = self.coord, self.coord.config
-        session = self._session()
-        rounds: list[dict[str, Any]] = []
-        per_unit: dict[str, float] = {}
-        rejected: list[dict[str, Any]] = []
-        if session is not None:
-            sid = session["session_id"]
-            session["links"] = self._links(session["mlflow_run_id"], session["model_uri"])
-            rejected = self.follower.rejected(sid)
-            rounds = [_round_row(row) for row in self.follower.rows(sid)]
-            if self.follower.rows(sid):
-                last = self.follower.rows(sid)[-1].get("metrics") or {}
-                per_unit = {k.removeprefix("RMSE_"): v for k, v in last.items() if k.startswith("RMSE_")}
-            session["round"] = rounds[-1]["round"] if rounds else 0
-            session["num_rounds"] = cfg.n_federated_train_epoch
+        doc = dashboard_state.document(coord, self.archive, shown, self._links)
         return {
-            "now": time.time(),
+            **doc,
             "server": {
                 "started_at": self.started_at,
                 "usecase": coord.usecase_cls.name,
@@ -196,16 +192,13 @@ class Dashboard:
                 "num_clients": cfg.num_clients,
                 "num_rounds": cfg.n_federated_train_epoch,
                 "mlflow_tracking_uri": redact(coord.mlflow_uri),
+                "mlflow_store": store_label(coord.mlflow_uri, coord.base_dir),
                 "mlflow_ui": self.mlflow_ui(),
                 "experiment": cfg.mlflow_experiment_name,
                 "superlink_alive": coord.superlink is None or coord.superlink.alive(),
             },
-            "clients": [_client_row(c) for c in coord.clients.values()],
-            "waiting": len(coord.waiting),
-            "session": session,
-            "rounds": rounds,
-            "per_unit_rmse": per_unit,
-            "rejected_updates": rejected,
+            "units": dashboard_state.units(coord.usecase_cls.target_unit),
+            "champion": dict(self.champion),
             "errors": list(self.errors.records)[::-1],
             "sessions_done": [
                 {k: d.get(k) for k in ("session_id", "status", "reason", "model_uri", "mlflow_run_id")}
@@ -213,32 +206,44 @@ class Dashboard:
             ],
         }
 
-    def _session(self) -> dict[str, Any] | None:
-        """The running session, else the last finished one (None: none yet)."""
-        coord = self.coord
-        s = coord.session
-        if s is not None:
-            return {
-                "session_id": s.session_id,
-                "status": s.status,
-                "running": True,
-                "started_at": s.started_at,
-                "mlflow_run_id": s.mlflow_run_id or None,
-                "model_uri": None,
-                "reason": None,
-            }
-        if coord.sessions_done:
-            d = coord.sessions_done[-1]
-            return {
-                "session_id": d["session_id"],
-                "status": d["status"],
-                "running": False,
-                "started_at": None,
-                "mlflow_run_id": d.get("mlflow_run_id") or None,
-                "model_uri": d.get("model_uri"),
-                "reason": d.get("reason"),
-            }
-        return None
+    async def _refresh_champion(self) -> None:
+        """Ask MLflow which version is ``@champion`` (when the page first asks, after each session
+        and every CHAMPION_SECONDS: someone may move the alias by hand). In a daemon thread, not
+        the loop's executor: an MLflow that hangs never holds up the server's stop."""
+        name, uri = registered_model_name(self.coord), self.coord.mlflow_uri
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(version: str | None, exc: Exception | None) -> None:
+            if answer.done():
+                return
+            if exc is not None:
+                answer.set_exception(exc)
+            else:
+                answer.set_result(version)
+
+        def ask() -> None:
+            try:
+                version, exc = champion_version(uri, name), None
+            except Exception as error:  # the store may be briefly unreachable; asked again later
+                version, exc = None, error
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(settle, version, exc)
+
+        threading.Thread(target=ask, name="kosmos-champion", daemon=True).start()
+        try:
+            version = await answer
+        except Exception as exc:
+            log.debug("champion of %s not known: %s", name, exc)
+            return
+        self.champion = {"model": name, "version": version, "known": True}
+
+    def _champion_due(self) -> bool:
+        due = (len(self.coord.sessions_done), int(time.monotonic() // CHAMPION_SECONDS))
+        if due == self._champion_asked or (self._champion_task and not self._champion_task.done()):
+            return False
+        self._champion_asked = due
+        return True
 
     # -- HTTP -----------------------------------------------------------------------------------
     async def page(self, request: web.Request) -> web.StreamResponse:
@@ -252,19 +257,33 @@ class Dashboard:
             STATIC_DIR / name, headers={"Content-Type": STATIC_FILES[name], "Cache-Control": "no-cache"}
         )
 
-    def _shown_run_id(self) -> str | None:
-        if self.coord.session is not None:
-            return self.coord.session.mlflow_run_id or None
-        if self.coord.sessions_done:
-            return self.coord.sessions_done[-1].get("mlflow_run_id") or None
-        return None
+    def _shown(self, request: web.Request) -> str | None:
+        """The session ``?session=<id>`` asks for (None: the live one); 404 for one not there."""
+        shown = request.query.get("session") or None
+        running = self.coord.session
+        if shown is None or (running is not None and running.session_id == shown):
+            return shown
+        if self.archive.folder(shown) is None:
+            raise web.HTTPNotFound(
+                text=json.dumps(
+                    {"detail": f"no session {shown!r} under work_dir/sessions; pick one of 'sessions'"}
+                ),
+                content_type="application/json",
+            )
+        return shown
 
     async def api_state(self, request: web.Request) -> web.Response:
-        run_id = self._shown_run_id()
+        shown = self._shown(request)
+        sid = shown or dashboard_state.live_session_id(self.coord, self.archive)
+        run_id = (
+            dashboard_state.summary(self.archive, sid, self.coord.session)["mlflow_run_id"] if sid else None
+        )
         if run_id and self.mlflow_ui() and run_id not in self._experiment_ids:
             await asyncio.to_thread(self._experiment_id, run_id)  # MLflow must not block the loop
+        if self._champion_due():
+            self._champion_task = asyncio.create_task(self._refresh_champion())  # not waited for
         # built on the loop: the coordinator's state is only ever touched from the loop
-        return web.json_response(self.state(), dumps=lambda o: json.dumps(o, default=str))
+        return web.json_response(self.state(shown), dumps=lambda o: json.dumps(o, default=str))
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body = self.metrics.exposition()
@@ -291,10 +310,11 @@ class Dashboard:
 
     async def on_cleanup(self, app: web.Application) -> None:
         logging.getLogger("kosmos_fl").removeHandler(self.errors)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._champion_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def attach(coord: Federation) -> Dashboard:
@@ -310,34 +330,3 @@ def attach(coord: Federation) -> Dashboard:
     coord.app.on_startup.append(dash.on_startup)
     coord.app.on_cleanup.append(dash.on_cleanup)
     return dash
-
-
-def _client_row(c: ClientRecord) -> dict[str, Any]:
-    """One connected client as the page shows it."""
-    crit = c.criteria or {}
-    return {
-        "sid": c.sid,
-        "name": c.name,
-        "address": c.address,
-        "state": c.state,
-        "criteria_met": crit.get("criteria_are_met") if c.criteria is not None else None,
-        "reason": c.reason,
-        "data_summary": crit.get("data_summary"),
-        "connected_at": c.connected_at,
-        "last_seen": c.last_seen,
-    }
-
-
-def _round_row(row: dict[str, Any]) -> dict[str, Any]:
-    """One ``round`` progress event as the page's round table shows it."""
-    m = row.get("metrics") or {}
-    return {
-        "round": int(row["round"]),
-        "metrics": {k: v for k, v in m.items() if "_" not in k},
-        "train_loss": (row.get("client") or {}).get("train_loss"),
-        "round_seconds": row.get("round_seconds"),
-        "bytes_sent": row.get("bytes_sent"),
-        "bytes_received": row.get("bytes_received"),
-        "clients_ok": row.get("clients_ok"),
-        "clients_failed": row.get("clients_failed"),
-    }

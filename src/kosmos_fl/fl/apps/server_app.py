@@ -36,6 +36,7 @@ from kosmos_fl.fl.rounds.liveness import (
 )
 from kosmos_fl.fl.rounds.round_stats import (
     RoundTimes,
+    client_examples,
     client_metrics,
     round_statistics,
 )
@@ -193,6 +194,7 @@ def _record_round(
                 "round": rnd,
                 "metrics": metrics,
                 "client": client,
+                "examples": client_examples(res.accepted),
                 "seconds": time.monotonic() - t0,
                 "at": time.time(),
                 **round_stats,

@@ -35,6 +35,22 @@ def client_metrics(replies: list[Message]) -> dict[str, float]:
     return out
 
 
+def client_examples(replies: list[Message]) -> dict[str, int]:
+    """Training examples per client id (``num-examples`` of each reply that states both as
+    numbers), for the dashboard's per-client table. Not logged to MLflow (a count, not a metric of
+    the model); a reply that states them wrongly is left out, never fails the round."""
+    out: dict[str, int] = {}
+    for msg in replies:
+        metrics = msg.content.metric_records.get("metrics")
+        if metrics is None or "num-examples" not in metrics or "client-id" not in metrics:
+            continue
+        try:
+            out[str(int(_number(metrics["client-id"])))] = int(_number(metrics["num-examples"]))
+        except (TypeError, ValueError, OverflowError):  # a list, NaN or inf
+            continue
+    return out
+
+
 def reply_client_id(msg: Message) -> int:
     """The session client id a reply reports (replies without one sort first)."""
     try:

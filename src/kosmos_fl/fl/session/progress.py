@@ -42,6 +42,9 @@ class RoundEvent(ProgressEvent):
     metrics: dict[str, float]
     seconds: float = 0.0
     client: dict[str, float] | None = None
+    #: training examples of each accepted update, by client id (``"0"``: 1520); the dashboard's
+    #: per-client table
+    examples: dict[str, int] | None = None
     #: wall clock (``time.time()``) when the round was recorded (bench_session_start.py)
     at: float | None = None
 

@@ -25,6 +25,7 @@ from kosmos_fl.coordinator.admin_auth import protect
 from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.metrics import FederationMetrics
 from kosmos_fl.coordinator.progress import ProgressFollower, SessionView
+from kosmos_fl.coordinator.scrape import ScrapeListener
 from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.redact import redact, safe
 from kosmos_fl.usecases.base import UseCase
@@ -134,8 +135,11 @@ class Dashboard:
     def snapshot(self) -> dict[str, Any]:
         """What the scrape-time gauges need (cheap; called on every scrape)."""
         self.follower.tick()
+        dp = self.coord.config.differential_privacy
         return {
             "client_states": [c.state for c in self.coord.clients.values()],
+            "client_names": [(c.identity or c.name or "", c.state) for c in self.coord.clients.values()],
+            "max_epsilon": dp.max_epsilon if dp is not None else None,
             "waiting": len(self.coord.waiting),
             "needed": self.coord.config.num_clients,
             "running": self.coord.session is not None,
@@ -307,6 +311,10 @@ def attach(coord: Federation) -> Dashboard:
     router.add_get("/dashboard/static/{name}", protect(dash.static, guard, names))
     router.add_get("/dashboard/api/state", protect(dash.api_state, guard, names))
     router.add_get("/metrics", protect(dash.prometheus, guard, names))
+    if coord.config.metrics_address:  # /metrics without the admin token, for Prometheus
+        scrape = ScrapeListener(coord.config.metrics_address, dash.prometheus, names)
+        coord.app.on_startup.append(scrape.start)
+        coord.app.on_cleanup.append(scrape.stop)
     coord.app.on_startup.append(dash.on_startup)
     coord.app.on_cleanup.append(dash.on_cleanup)
     return dash

@@ -54,7 +54,7 @@ class ProgressFollower:
             f = self.sessions[session_id] = _Followed(
                 session_id, ProgressReader(SessionFolder(out_dir).progress_file)
             )
-            self.metrics.sessions_started.inc()
+            self.metrics.session_started()
             while len(self.sessions) > KEEP_SESSIONS:
                 self.sessions.popitem(last=False)
         return f
@@ -80,7 +80,7 @@ class ProgressFollower:
         for d in done[self.done_seen :]:
             f = self._follow(d["session_id"], Path(d["out_dir"]))
             self._read(f)  # the last rows may have landed after the previous tick
-            self.metrics.sessions.labels(status=d["status"]).inc()
+            self.metrics.session_ended(d, _result(Path(d["out_dir"])))
         self.done_seen = len(done)
 
     def rows(self, session_id: str) -> list[dict[str, Any]]:
@@ -92,3 +92,11 @@ class ProgressFollower:
         with self._lock:
             f = self.sessions.get(session_id)
             return list(f.rejected) if f else []
+
+
+def _result(out_dir: Path) -> dict[str, Any] | None:
+    """The ServerApp's result document of a finished session (None: none, or unreadable)."""
+    try:
+        return SessionFolder(out_dir).read_result()
+    except (OSError, ValueError):
+        return None

@@ -51,10 +51,10 @@ def panels() -> list[dict[str, Any]]:
     return [p for p in dashboard()["panels"] if p["type"] != "row"]
 
 
-def dashboard_queries() -> list[str]:
-    """Every panel's and variable's PromQL, with Grafana's variables filled in as Grafana would."""
+def dashboard_queries(rate_interval: str = BUILTINS["$__rate_interval"]) -> list[str]:
+    """Every panel's PromQL, with Grafana's variables filled in as Grafana would."""
     exprs = [t["expr"] for p in panels() for t in p["targets"]]
-    values = {"$instance": ".*", "$metric": "RMSE", **BUILTINS}
+    values = {"$instance": ".*", "$metric": "RMSE", **BUILTINS, "$__rate_interval": rate_interval}
     out = []
     for expr in exprs:
         for var, value in sorted(values.items(), key=lambda kv: -len(kv[0])):

@@ -337,3 +337,27 @@ def test_a_taken_metrics_address_is_one_line(tmp_path: Path) -> None:
             FederationError, match=rf"cannot listen on metrics_address 127.0.0.1:{port}: .*free port"
         ):
             asyncio.run(listener.start())
+
+
+def test_last_success_and_champion_survive_a_restart(tmp_path: Path) -> None:
+    """A new server process reads them from its work_dir's session results (newest first); a
+    session of its own then takes over. Counters start at 0 again: they are per process."""
+    from kosmos_fl.coordinator.progress import past_results
+
+    def session(name: str, result: dict[str, object]) -> None:
+        (tmp_path / "sessions" / name).mkdir(parents=True)
+        (tmp_path / "sessions" / name / "result.json").write_text(json.dumps(result))
+
+    session("20260101-000000-aaaaaa", {"status": "completed", "champion": True, "registered_version": "2",
+                                       "finished_at": 100.0})  # fmt: skip
+    session("20260102-000000-bbbbbb", {"status": "completed", "champion": False, "registered_version": "3",
+                                       "finished_at": 200.0})  # fmt: skip
+    session("20260103-000000-cccccc", {"status": "failed", "finished_at": 300.0})
+    (tmp_path / "sessions" / "20260104-000000-dddddd").mkdir()  # interrupted: no result yet
+    metrics = FederationMetrics(lambda: _snap())
+    metrics.restore(past_results(tmp_path))
+    s = _samples(metrics)
+    assert s[("kosmos_last_successful_session_timestamp_seconds", ())] == 200.0
+    assert s[("kosmos_champion_model_version", ())] == 2  # version 3 did not beat it
+    assert s[("kosmos_sessions_total", (("status", "completed"),))] == 0
+    assert list(past_results(tmp_path / "nowhere")) == []

@@ -24,7 +24,7 @@ from kosmos_fl.config import ServerConfig
 from kosmos_fl.coordinator.admin_auth import protect
 from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.metrics import FederationMetrics
-from kosmos_fl.coordinator.progress import ProgressFollower, SessionView
+from kosmos_fl.coordinator.progress import ProgressFollower, SessionView, past_results
 from kosmos_fl.coordinator.scrape import ScrapeListener
 from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.redact import redact, safe
@@ -56,6 +56,9 @@ class Federation(SessionView, Protocol):
 
     @property
     def app(self) -> web.Application: ...
+
+    @property
+    def work_dir(self) -> Path: ...
 
 
 STATIC_DIR = Path(__file__).parent / "dashboard_static"
@@ -285,6 +288,8 @@ class Dashboard:
 
     async def on_startup(self, app: web.Application) -> None:
         logging.getLogger("kosmos_fl").addHandler(self.errors)
+        # last completed session and champion survive a restart (metrics read the session folders)
+        await asyncio.to_thread(self.metrics.restore, past_results(self.coord.work_dir))
         if not self.admin_token():
             log.warning(
                 "admin_token is unset: the dashboard and /metrics answer loopback clients only; "

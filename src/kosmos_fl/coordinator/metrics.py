@@ -26,7 +26,7 @@ Other parts of the system record a rejected client update in one of two ways:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -223,12 +223,12 @@ class FederationMetrics:
         Info("kosmos_build", "kosmos-fl version of this server", registry=r).info({"version": __version__})
         self.champion_version = Gauge(
             "kosmos_champion_model_version",
-            "Registered model version a session of this server made @champion (NaN: none since start)",
+            "Version the last promotion by a session in this work_dir made @champion (NaN: none)",
             registry=r,
         )
         self.last_success = Gauge(
             "kosmos_last_successful_session_timestamp_seconds",
-            "Unix time the last completed session ended (0: none since the server started)",
+            "Unix time the last completed session in this work_dir ended (0: none)",
             registry=r,
         )
         self.privacy_epsilon = Gauge(
@@ -236,6 +236,8 @@ class FederationMetrics:
             "Differential privacy epsilon spent by the running or last session (NaN: none with DP)",
             registry=r,
         )
+        #: Whether a session of this process set the two gauges above (restore() then leaves them).
+        self._seen_success = self._seen_champion = False
         #: Evaluation of the running session's last round >= 1, and of the last completed session.
         self._eval_current: dict[tuple[str, str], float] = {}
         self._eval_completed: dict[tuple[str, str], float] = {}
@@ -304,12 +306,32 @@ class FederationMetrics:
         self.sessions.labels(status=status).inc()
         if status == "completed":
             self.last_success.set(float(done.get("finished_at") or 0.0))
+            self._seen_success = True
             self._eval_completed = dict(self._eval_current)
             if result and result.get("champion") and result.get("registered_version") is not None:
                 self.champion_version.set(float(result["registered_version"]))
+                self._seen_champion = True
         else:
             self._eval_current = dict(self._eval_completed)
             self._show_eval(self._eval_current)
+
+    def restore(self, past: Iterable[Mapping[str, Any]]) -> None:
+        """After a restart, from the result documents of this work_dir's sessions, newest first
+        (:func:`kosmos_fl.coordinator.progress.past_results`): when the last session completed and
+        the version the last promotion made champion. Counters start again at 0 (per process)."""
+        success = champion = None
+        for result in past:
+            if result.get("status") != "completed":
+                continue
+            success = success or result.get("finished_at")
+            if champion is None and result.get("champion") and result.get("registered_version") is not None:
+                champion = float(result["registered_version"])
+            if success and champion is not None:
+                break
+        if success and not self._seen_success:  # a session of this process knows better
+            self.last_success.set(float(success))
+        if champion is not None and not self._seen_champion:
+            self.champion_version.set(champion)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

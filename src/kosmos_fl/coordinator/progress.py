@@ -4,8 +4,10 @@ and keeps the last sessions' rounds for the dashboard; ticks come from the loop 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,3 +102,17 @@ def _result(out_dir: Path) -> dict[str, Any] | None:
         return SessionFolder(out_dir).read_result()
     except (OSError, ValueError):
         return None
+
+
+def past_results(work_dir: Path) -> Iterator[dict[str, Any]]:
+    """The result documents of the sessions under ``work_dir/sessions``, newest first (folder
+    names start with the start time), each with ``finished_at``: when its result was written."""
+    sessions = work_dir / "sessions"
+    if not sessions.is_dir():
+        return
+    for folder in sorted((p for p in sessions.iterdir() if p.is_dir()), reverse=True):
+        result = _result(folder)
+        if result is not None:
+            with contextlib.suppress(OSError):
+                result.setdefault("finished_at", SessionFolder(folder).result_file.stat().st_mtime)
+            yield result

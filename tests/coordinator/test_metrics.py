@@ -192,6 +192,19 @@ def test_client_states_do_not_overlap_and_gone_clients_read_0() -> None:
     assert s[("kosmos_client_connected", (("client", "a"),))] == 1
 
 
+def test_made_up_client_names_cannot_grow_the_series_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("kosmos_fl.coordinator.metrics.MAX_CLIENT_SERIES", 3)
+    snap = _snap(client_names=[("site", "eligible")])
+    metrics = FederationMetrics(lambda: snap)
+    _samples(metrics)
+    for i in range(10):  # a peer without credentials reconnects under a new name each time
+        snap["client_names"] = [("site", "eligible"), (f"fake{i}", "connected")]
+        _samples(metrics)
+    snap["client_names"] = [("site", "eligible")]
+    names = {dict(k[1])["client"] for k in _samples(metrics) if k[0] == "kosmos_client_connected"}
+    assert names == {"site", "fake8", "fake9"}  # the connected one stays, the oldest gone go
+
+
 def test_eval_labels_are_metric_and_unit() -> None:
     assert split_eval_key("RMSE_Bearing3_2", {"RMSE"}) == ("RMSE", "Bearing3_2")
     assert split_eval_key("RMSE", {"RMSE"}) == ("RMSE", "all")

@@ -57,6 +57,8 @@ DIRECTIONS = ("sent", "received")
 HELD_PULL_OUTCOMES = ("message", "empty")
 LOG_LEVELS = ("warning", "error", "critical")
 REJECT_REASONS = ("failed_reply",)
+#: ``kosmos_client_connected`` keeps at most this many gone clients' series (oldest dropped first).
+MAX_CLIENT_SERIES = 1000
 #: ``unit`` label of an evaluation over all units (``RMSE``: the unweighted mean over units) and of
 #: one over each unit's last window (``RMSE_last``, the C-MAPSS test-set convention).
 ALL_UNITS = "all"
@@ -95,7 +97,8 @@ class _StateCollector(Collector):
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.snapshot = snapshot
-        self.seen_clients: set[str] = set()
+        #: Names seen since the start, oldest first (a dict keeps the order).
+        self.seen_clients: dict[str, None] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         s = self.snapshot()
@@ -146,7 +149,12 @@ class _StateCollector(Collector):
         """``kosmos_client_connected{client}``: 1 per named client now connected, 0 for one seen
         since the server started and gone (what the "client offline" alert watches)."""
         up = {name for name, _state in names if name}
-        self.seen_clients |= up
+        self.seen_clients.update(dict.fromkeys(sorted(up)))
+        # without client authentication names are self-chosen: forget the oldest gone ones
+        # rather than grow a series per name a peer ever made up
+        gone = [n for n in self.seen_clients if n not in up]
+        for name in gone[: max(0, len(self.seen_clients) - MAX_CLIENT_SERIES)]:
+            del self.seen_clients[name]
         fam = GaugeMetricFamily(
             "kosmos_client_connected",
             "1 while the named client is connected, 0 once gone (clients seen since the server started)",

@@ -374,3 +374,6 @@ def test_last_success_and_champion_survive_a_restart(tmp_path: Path) -> None:
     assert s[("kosmos_champion_model_version", ())] == 2  # version 3 did not beat it
     assert s[("kosmos_sessions_total", (("status", "completed"),))] == 0
     assert list(past_results(tmp_path / "nowhere")) == []
+    (tmp_path / "sessions" / "20260105-000000-eeeeee").mkdir()
+    (tmp_path / "sessions" / "20260105-000000-eeeeee" / "result.json").write_text("[1, 2]")  # not ours
+    assert [r["finished_at"] for r in past_results(tmp_path)] == [300.0, 200.0, 100.0]

@@ -99,18 +99,20 @@ class ProgressFollower:
 def _result(out_dir: Path) -> dict[str, Any] | None:
     """The ServerApp's result document of a finished session (None: none, or unreadable)."""
     try:
-        return SessionFolder(out_dir).read_result()
+        result = SessionFolder(out_dir).read_result()
     except (OSError, ValueError):
         return None
+    return result if isinstance(result, dict) else None
 
 
 def past_results(work_dir: Path) -> Iterator[dict[str, Any]]:
     """The result documents of the sessions under ``work_dir/sessions``, newest first (folder
     names start with the start time), each with ``finished_at``: when its result was written."""
-    sessions = work_dir / "sessions"
-    if not sessions.is_dir():
+    try:
+        folders = sorted((p for p in (work_dir / "sessions").iterdir() if p.is_dir()), reverse=True)
+    except OSError:  # no sessions yet, or unreadable: nothing to restore (the server still starts)
         return
-    for folder in sorted((p for p in sessions.iterdir() if p.is_dir()), reverse=True):
+    for folder in folders:
         result = _result(folder)
         if result is not None:
             with contextlib.suppress(OSError):

@@ -155,7 +155,7 @@ def test_series_an_alert_watches_exist_before_their_first_event() -> None:
     s = _samples(FederationMetrics(lambda: _snap()))
     for status in ("completed", "failed"):
         assert s[("kosmos_sessions_total", (("status", status),))] == 0
-    for outcome in ("accepted", "failed"):
+    for outcome in ("accepted", "failed", "rejected"):
         assert s[("kosmos_client_updates_total", (("outcome", outcome),))] == 0
     for direction in ("sent", "received"):
         assert s[("kosmos_model_bytes_total", (("direction", direction),))] == 0
@@ -203,6 +203,18 @@ def test_made_up_client_names_cannot_grow_the_series_without_bound(monkeypatch: 
     snap["client_names"] = [("site", "eligible")]
     names = {dict(k[1])["client"] for k in _samples(metrics) if k[0] == "kosmos_client_connected"}
     assert names == {"site", "fake8", "fake9"}  # the connected one stays, the oldest gone go
+
+
+def test_updates_the_serverapp_screened_out_are_counted() -> None:
+    """The ServerApp's screening (NaN, shapes, norms) refused updates were in progress.jsonl and
+    MLflow but not in kosmos_rejected_updates_total; they count under one fixed reason."""
+    metrics = FederationMetrics(lambda: _snap())
+    assert _samples(metrics)[("kosmos_rejected_updates_total", (("reason", "validation"),))] == 0
+    metrics.observe_round({"round": 1, "metrics": {}, "clients_ok": 2.0, "updates_rejected": 1.0})
+    s = _samples(metrics)
+    assert s[("kosmos_rejected_updates_total", (("reason", "validation"),))] == 1
+    assert s[("kosmos_client_updates_total", (("outcome", "rejected"),))] == 1
+    assert s[("kosmos_client_updates_total", (("outcome", "accepted"),))] == 2
 
 
 def test_eval_labels_are_metric_and_unit() -> None:

@@ -52,11 +52,13 @@ CLIENT_STATES = ("pending", "eligible", "ineligible", "training")
 _STATE_LABEL = {"connected": "pending"}
 #: Label values known before their first event (their series start at 0).
 SESSION_STATUSES = ("completed", "failed")
-UPDATE_OUTCOMES = ("accepted", "failed")
+UPDATE_OUTCOMES = ("accepted", "failed", "rejected")
 DIRECTIONS = ("sent", "received")
 HELD_PULL_OUTCOMES = ("message", "empty")
 LOG_LEVELS = ("warning", "error", "critical")
-REJECT_REASONS = ("failed_reply",)
+#: ``failed_reply``: Flower reported the client's reply as an error; ``validation``: the ServerApp's
+#: update screening refused it (shape, dtype, NaN, norm; the reason text is in the log and MLflow).
+REJECT_REASONS = ("failed_reply", "validation")
 #: ``kosmos_client_connected`` keeps at most this many gone clients' series (oldest dropped first).
 MAX_CLIENT_SERIES = 1000
 #: ``unit`` label of an evaluation over all units (``RMSE``: the unweighted mean over units) and of
@@ -299,6 +301,10 @@ class FederationMetrics:
         if failed:
             self.client_updates.labels(outcome="failed").inc(failed)
             self.rejected_updates.labels(reason="failed_reply").inc(failed)
+        screened = int(row.get("updates_rejected", 0))
+        if screened:
+            self.client_updates.labels(outcome="rejected").inc(screened)
+            self.rejected_updates.labels(reason="validation").inc(screened)
 
     def observe_rejected(self, row: dict[str, Any]) -> None:
         self.rejected_updates.labels(reason=str(row.get("reason") or "unspecified")[:60]).inc()

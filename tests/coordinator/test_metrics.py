@@ -378,6 +378,8 @@ def test_last_success_and_champion_survive_a_restart(tmp_path: Path) -> None:
     session("20260102-000000-bbbbbb", {"status": "completed", "champion": False, "registered_version": "3",
                                        "finished_at": 200.0})  # fmt: skip
     session("20260103-000000-cccccc", {"status": "failed", "finished_at": 300.0})
+    session("20260103-120000-ffffff", {"status": "completed", "champion": True, "registered_version": None,
+                                       "finished_at": "garbage"})  # fmt: skip
     (tmp_path / "sessions" / "20260104-000000-dddddd").mkdir()  # interrupted: no result yet
     metrics = FederationMetrics(lambda: _snap())
     metrics.restore(past_results(tmp_path))
@@ -388,4 +390,4 @@ def test_last_success_and_champion_survive_a_restart(tmp_path: Path) -> None:
     assert list(past_results(tmp_path / "nowhere")) == []
     (tmp_path / "sessions" / "20260105-000000-eeeeee").mkdir()
     (tmp_path / "sessions" / "20260105-000000-eeeeee" / "result.json").write_text("[1, 2]")  # not ours
-    assert [r["finished_at"] for r in past_results(tmp_path)] == [300.0, 200.0, 100.0]
+    assert [r["finished_at"] for r in past_results(tmp_path)] == ["garbage", 300.0, 200.0, 100.0]

@@ -78,6 +78,20 @@ def report_rejected_update(out_dir: Path | str, round_: int, client: str | int, 
     )
 
 
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _champion(result: Mapping[str, Any] | None) -> float | None:
+    """The registered version a session's result says it made champion (None: it did not)."""
+    if not result or not result.get("champion"):
+        return None
+    return _number(result.get("registered_version"))
+
+
 def split_eval_key(key: str, aggregates: set[str]) -> tuple[str, str]:
     """``(metric, unit)`` of an evaluation key: ``RMSE_Bearing3_2`` -> ``("RMSE", "Bearing3_2")``
     when ``RMSE`` is one of the aggregate (underscore-free) keys of the same evaluation; the
@@ -322,8 +336,9 @@ class FederationMetrics:
             self.last_success.set(float(done.get("finished_at") or 0.0))
             self._seen_success = True
             self._eval_completed = dict(self._eval_current)
-            if result and result.get("champion") and result.get("registered_version") is not None:
-                self.champion_version.set(float(result["registered_version"]))
+            version = _champion(result)
+            if version is not None:
+                self.champion_version.set(version)
                 self._seen_champion = True
         else:
             self._eval_current = dict(self._eval_completed)
@@ -333,17 +348,17 @@ class FederationMetrics:
         """After a restart, from the result documents of this work_dir's sessions, newest first
         (:func:`kosmos_fl.coordinator.progress.past_results`): when the last session completed and
         the version the last promotion made champion. Counters start again at 0 (per process)."""
-        success = champion = None
+        success: float | None = None
+        champion: float | None = None
         for result in past:
             if result.get("status") != "completed":
                 continue
-            success = success or result.get("finished_at")
-            if champion is None and result.get("champion") and result.get("registered_version") is not None:
-                champion = float(result["registered_version"])
+            success = success or _number(result.get("finished_at"))
+            champion = champion if champion is not None else _champion(result)
             if success and champion is not None:
                 break
         if success and not self._seen_success:  # a session of this process knows better
-            self.last_success.set(float(success))
+            self.last_success.set(success)
         if champion is not None and not self._seen_champion:
             self.champion_version.set(champion)
 

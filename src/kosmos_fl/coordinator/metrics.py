@@ -61,8 +61,8 @@ LOG_LEVELS = ("warning", "error", "critical")
 REJECT_REASONS = ("failed_reply", "validation")
 #: ``kosmos_client_connected`` keeps at most this many gone clients' series (oldest dropped first).
 MAX_CLIENT_SERIES = 1000
-#: ``unit`` label of an evaluation over all units (``RMSE``: the unweighted mean over units) and of
-#: one over each unit's last window (``RMSE_last``, the C-MAPSS test-set convention).
+#: ``unit`` label of an evaluation over all units (``RMSE``: the unweighted mean over units). The
+#: score over each unit's last window (``RMSE_last``, the C-MAPSS convention) gets ``unit="last"``.
 ALL_UNITS = "all"
 
 #: Round duration buckets (seconds): federated rounds take from seconds to many minutes.

@@ -4,6 +4,8 @@
 #   - docker-compose (v1, Python): validates docker-compose.yml offline, no Docker engine needed
 #   - iproute2: network namespaces for tests/e2e/test_network_cut.py
 #   - chromium: headless browser for the dashboard end-to-end test (driven by Playwright)
+#   - promtool (Debian's prometheus package): checks deploy/prometheus (config, alert rules, their
+#     unit tests) and the Grafana dashboard's queries; the package's daemon is never started
 #   - PostgreSQL on 127.0.0.1:5432 with a database `test` (turbofan data source tests)
 #   - Mosquitto on 127.0.0.1:1883 (edge / MQTT tests)
 set -uo pipefail
@@ -23,6 +25,17 @@ have docker-compose || apt_install docker-compose || echo "services: docker-comp
 have ip || apt_install iproute2 || echo "services: iproute2 unavailable (network-namespace tests will fail)" >&2
 # Chromium for the dashboard's browser test (Playwright drives Debian's build; no browser download)
 have chromium || apt_install chromium || echo "services: chromium unavailable" >&2
+# promtool for tests/test_observability_kit.py; Debian has it only in `prometheus`, whose daemon we
+# do not want: without a policy-rc.d (Debian's container images have one) a temporary one keeps the
+# package from starting it
+if ! have promtool; then
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt_install --no-install-recommends prometheus || echo "services: promtool unavailable" >&2
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
 
 if ! port_open 5432; then
   have pg_ctlcluster || apt_install postgresql || echo "services: cannot install PostgreSQL" >&2

@@ -125,3 +125,18 @@ def test_server_config_map_is_a_valid_server_config(monkeypatch: pytest.MonkeyPa
     cli = tmp_path / "client.yaml"
     cli.write_text(by_name["kosmos-client-config"]["data"]["config.yaml"])
     assert load_client_config(cli).socketio_address == "kosmos-server:6000"
+
+
+def test_scrape_annotations_name_the_token_free_metrics_port() -> None:
+    """Issue 20: Prometheus' annotation-based scraping sends no credentials, so the annotated port
+    is the server's metrics_address (``/metrics`` without the admin token), open on the container."""
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for _, d in docs()}
+    service = by_kind[("Service", "kosmos-server")]
+    notes = service["metadata"]["annotations"]
+    cfg = yaml.safe_load(by_kind[("ConfigMap", "kosmos-server-config")]["data"]["config.yaml"])
+    port = int(cfg["metrics_address"].rsplit(":", 1)[1])
+    assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/path"] == "/metrics"
+    assert int(notes["prometheus.io/port"]) == port
+    container = by_kind[("Deployment", "kosmos-server")]["spec"]["template"]["spec"]["containers"][0]
+    assert port in {p["containerPort"] for p in container["ports"]}
+    assert port in {p["port"] for p in service["spec"]["ports"]}

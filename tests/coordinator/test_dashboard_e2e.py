@@ -237,10 +237,12 @@ def test_dashboard_shows_live_session_matching_mlflow(
     assert value("kosmos_round_bytes_count", direction="sent") == ROUNDS
     assert value("kosmos_model_bytes_total", direction="received") > 0
     assert value("kosmos_client_updates_total", outcome="accepted") == 2 * ROUNDS
-    assert value("kosmos_eval_metric", metric="RMSE") == pytest.approx(run.data.metrics["RMSE"])
-    assert value("kosmos_eval_metric", metric="RMSE_Bearing1_3") == pytest.approx(
+    assert value("kosmos_eval_metric", metric="RMSE", unit="all") == pytest.approx(run.data.metrics["RMSE"])
+    assert value("kosmos_eval_metric", metric="RMSE", unit="Bearing1_3") == pytest.approx(
         run.data.metrics["RMSE_Bearing1_3"]
     )
+    assert value("kosmos_last_successful_session_timestamp_seconds") > 0
+    assert value("kosmos_champion_model_version") == 1  # the first version is the first champion
     assert value("kosmos_session_running") == 0
     assert value("kosmos_clients_needed") == 2
     assert {"kosmos_rejected_updates", "kosmos_errors"} <= {f.name for f in fams}

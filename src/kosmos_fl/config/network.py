@@ -63,8 +63,12 @@ class NetworkSection(ConfigModel):
     #: Base URL of the MLflow web UI for the dashboard's links (default: ``mlflow_server_address``
     #: when it is an http(s) URL).
     mlflow_ui_url: str | None = None
+    #: ``host:port`` of a second listener that serves ``/metrics`` alone, without the admin token
+    #: and without TLS, for Prometheus: loopback, or an internal address never published
+    #: (docs/OPERATIONS.md, docs/SECURITY.md). Unset: ``/metrics`` only on ``socketio_address``.
+    metrics_address: str | None = None
 
-    @field_validator("flwr_server_address", "socketio_address", "flwr_public_address")
+    @field_validator("flwr_server_address", "socketio_address", "flwr_public_address", "metrics_address")
     @classmethod
     def _address(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and info.field_name is not None:

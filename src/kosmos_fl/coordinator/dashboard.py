@@ -25,7 +25,8 @@ from kosmos_fl.coordinator import dashboard_state
 from kosmos_fl.coordinator.admin_auth import protect
 from kosmos_fl.coordinator.dashboard_state import Federation, SessionArchive, store_label
 from kosmos_fl.coordinator.metrics import FederationMetrics
-from kosmos_fl.coordinator.progress import ProgressFollower
+from kosmos_fl.coordinator.progress import ProgressFollower, past_results
+from kosmos_fl.coordinator.scrape import ScrapeListener
 from kosmos_fl.redact import redact, safe
 
 log = logging.getLogger("kosmos_fl.dashboard")
@@ -142,8 +143,11 @@ class Dashboard:
     def snapshot(self) -> dict[str, Any]:
         """What the scrape-time gauges need (cheap; called on every scrape)."""
         self.follower.tick()
+        dp = self.coord.config.differential_privacy
         return {
             "client_states": [c.state for c in self.coord.clients.values()],
+            "client_names": [(c.identity or c.name or "", c.state) for c in self.coord.clients.values()],
+            "max_epsilon": dp.max_epsilon if dp is not None else None,
             "waiting": len(self.coord.waiting),
             "needed": self.coord.config.num_clients,
             "running": self.coord.session is not None,
@@ -300,6 +304,8 @@ class Dashboard:
 
     async def on_startup(self, app: web.Application) -> None:
         logging.getLogger("kosmos_fl").addHandler(self.errors)
+        # last completed session and champion survive a restart (metrics read the session folders)
+        await asyncio.to_thread(self.metrics.restore, past_results(self.coord.work_dir))
         if not self.admin_token():
             log.warning(
                 "admin_token is unset: the dashboard and /metrics answer loopback clients only; "
@@ -327,6 +333,10 @@ def attach(coord: Federation) -> Dashboard:
     router.add_get("/dashboard/static/{name}", protect(dash.static, guard, names))
     router.add_get("/dashboard/api/state", protect(dash.api_state, guard, names))
     router.add_get("/metrics", protect(dash.prometheus, guard, names))
+    if coord.config.metrics_address:  # /metrics without the admin token, for Prometheus
+        scrape = ScrapeListener(coord.config.metrics_address, dash.prometheus, names)
+        coord.app.on_startup.append(scrape.start)
+        coord.app.on_cleanup.append(scrape.stop)
     coord.app.on_startup.append(dash.on_startup)
     coord.app.on_cleanup.append(dash.on_cleanup)
     return dash

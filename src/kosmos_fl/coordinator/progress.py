@@ -4,8 +4,10 @@ and keeps the last sessions' rounds for the dashboard; ticks come from the loop 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,7 +56,7 @@ class ProgressFollower:
             f = self.sessions[session_id] = _Followed(
                 session_id, ProgressReader(SessionFolder(out_dir).progress_file)
             )
-            self.metrics.sessions_started.inc()
+            self.metrics.session_started()
             while len(self.sessions) > KEEP_SESSIONS:
                 self.sessions.popitem(last=False)
         return f
@@ -80,7 +82,7 @@ class ProgressFollower:
         for d in done[self.done_seen :]:
             f = self._follow(d["session_id"], Path(d["out_dir"]))
             self._read(f)  # the last rows may have landed after the previous tick
-            self.metrics.sessions.labels(status=d["status"]).inc()
+            self.metrics.session_ended(d, _result(Path(d["out_dir"])))
         self.done_seen = len(done)
 
     def rows(self, session_id: str) -> list[dict[str, Any]]:
@@ -92,3 +94,27 @@ class ProgressFollower:
         with self._lock:
             f = self.sessions.get(session_id)
             return list(f.rejected) if f else []
+
+
+def _result(out_dir: Path) -> dict[str, Any] | None:
+    """The ServerApp's result document of a finished session (None: none, or unreadable)."""
+    try:
+        result = SessionFolder(out_dir).read_result()
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def past_results(work_dir: Path) -> Iterator[dict[str, Any]]:
+    """The result documents of the sessions under ``work_dir/sessions``, newest first (folder
+    names start with the start time), each with ``finished_at``: when its result was written."""
+    try:
+        folders = sorted((p for p in (work_dir / "sessions").iterdir() if p.is_dir()), reverse=True)
+    except OSError:  # no sessions yet, or unreadable: nothing to restore (the server still starts)
+        return
+    for folder in folders:
+        result = _result(folder)
+        if result is not None:
+            with contextlib.suppress(OSError):
+                result.setdefault("finished_at", SessionFolder(folder).result_file.stat().st_mtime)
+            yield result

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
-from kosmos_fl.coordinator.resume import assign_ids, find_interrupted, write_clients
+from kosmos_fl.coordinator.resume import PendingResults, assign_ids, find_interrupted, write_clients
 from kosmos_fl.fl.rounds import checkpoint
 from kosmos_fl.fl.rounds.checkpoint import Checkpoint
 from kosmos_fl.fl.session import SessionSpec
@@ -75,3 +77,35 @@ def test_a_session_its_mlflow_run_says_failed_is_not_offered_for_resume(tmp_path
     reopen_run(uri, failed_run, 3)
     tags = client.get_run(failed_run).data.tags
     assert tags["kosmos.status"] == "resumed" and "kosmos.failure_reason" not in tags
+
+
+def test_a_result_the_full_disk_refused_is_written_once_the_disk_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed session whose result.json could not be written (full disk) would be offered for
+    --resume after a restart; the pending result is written on the next try that succeeds."""
+    from kosmos_fl.errors import StorageError
+    from kosmos_fl.fl.session import SessionFolder
+
+    folder = tmp_path / "sessions" / "s1"
+    _spec(folder, "s1").write(SessionFolder(folder).spec_file)
+    real = SessionFolder.write_result
+    full = {"disk": True}
+
+    def write_result(self: SessionFolder, result: dict[str, Any]) -> Any:
+        if full["disk"]:
+            raise StorageError(f"cannot write {self.result_file}: No space left on device (ENOSPC)")
+        return real(self, result)
+
+    monkeypatch.setattr(SessionFolder, "write_result", write_result)
+    pending = PendingResults()
+    pending.write(folder, {"status": "failed", "reason": "disk full"})
+    assert not (folder / "result.json").exists()
+    assert [p.spec.session_id for p in find_interrupted(tmp_path)] == ["s1"]  # what a restart saw
+
+    pending.retry()  # still full: kept
+    assert not (folder / "result.json").exists()
+    full["disk"] = False
+    pending.retry()
+    assert SessionFolder(folder).read_result() == {"status": "failed", "reason": "disk full"}
+    assert find_interrupted(tmp_path) == []

@@ -16,10 +16,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from kosmos_fl.errors import KosmosError
 from kosmos_fl.fl.rounds import checkpoint
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, write_json_atomic
 
@@ -192,3 +193,32 @@ def tag_interrupted_bounded(uri: str, run_id: str, timeout: float | None = None)
             "MLflow did not tag run %s as interrupted in time (it may be down); --resume still works", run_id
         )
     return done
+
+
+class PendingResults:
+    """Failed sessions' ``result.json`` that a full or failing disk refused: kept, and written
+    once the disk takes them (issue 21). Without the file a restart would offer such a session
+    for ``--resume`` whenever MLflow's failed tag could not be read in time."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Path, dict[str, Any]] = {}
+
+    def write(self, out_dir: Path, result: dict[str, Any]) -> None:
+        """Write the result now, or keep it for :meth:`retry`."""
+        if not self._write(out_dir, result):
+            log.warning("session %s: its result waits for a writable disk (kept in memory)", out_dir.name)
+
+    def retry(self) -> None:
+        """Write what waits (the server calls it when the disk answers again and when it stops)."""
+        for out_dir, result in list(self._pending.items()):
+            if self._write(out_dir, result):
+                log.info("session %s: its result is now written", out_dir.name)
+
+    def _write(self, out_dir: Path, result: dict[str, Any]) -> bool:
+        try:
+            SessionFolder(out_dir).write_result(result)
+        except (KosmosError, OSError):
+            self._pending[out_dir] = result
+            return False
+        self._pending.pop(out_dir, None)
+        return True

@@ -163,6 +163,8 @@ class Coordinator:
         problems = [f"the {name} is not running" for name in down]
         disk = await asyncio.to_thread(write_problem, self.work_dir)
         problems += [disk] if disk else []
+        if not disk:  # the disk takes files again: write what waited for it
+            await asyncio.to_thread(self.sessions.pending_results.retry)
         body: dict[str, Any] = {"ok": not problems, **({"reason": "; ".join(problems)} if problems else {})}
         return web.json_response(body, status=503 if problems else 200)
 

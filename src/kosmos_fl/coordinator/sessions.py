@@ -28,7 +28,7 @@ from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.fl.rounds.liveness import mark_dead, write_nodes
-from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum, private_dir
+from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum, private_dir, write_problem
 from kosmos_fl.fl.tracking import create_session_run, ensure_experiment, fail_run
 from kosmos_fl.logs import bind_session
 from kosmos_fl.redact import redact
@@ -97,6 +97,8 @@ class SessionRunner:
         #: Awaited before each run is submitted (the server syncs the SuperLink's node keys).
         self.before_submit = before_submit
         self.session: Session | None = None
+        #: Results of failed sessions that wait for a full disk to take them.
+        self.pending_results = resume.PendingResults()
         self.sessions_done: list[dict[str, Any]] = []
         self.task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -310,7 +312,11 @@ class SessionRunner:
                 if status.startswith("finished"):
                     await asyncio.sleep(1.0)  # the result file may land right after
                     if not folder.result_file.exists():
-                        raise FederationError(f"Flower run ended ({status}) without a result")
+                        # a full or failing disk is the likeliest cause, and the ServerApp's own
+                        # error sits in superlink.log on that very disk: name it here (issue 21)
+                        disk = await asyncio.to_thread(write_problem, s.out_dir)
+                        why = f": {disk}" if disk else ""
+                        raise FederationError(f"Flower run ended ({status}) without a result{why}")
             await asyncio.sleep(0.3)
 
     async def finish_session(self, s: Session) -> None:
@@ -318,8 +324,7 @@ class SessionRunner:
         if result.get("status") != "completed":
             log.error("session %s failed: %s", s.session_id, result.get("reason"))
             if not SessionFolder(s.out_dir).result_file.exists():  # never offered for --resume
-                with contextlib.suppress(KosmosError, OSError):  # full disk: MLflow's tag tells
-                    SessionFolder(s.out_dir).write_result(result)
+                self.pending_results.write(s.out_dir, result)
             # both best effort and independent: at once, so the clients hear sooner
             reason = str(result.get("reason"))
             cleanup = (
@@ -364,6 +369,7 @@ class SessionRunner:
     def interrupt_session(self) -> None:
         """The server stops during a session: mark it resumable before the SuperLink goes down, so
         the ServerApp exits quietly instead of failing the session and its MLflow run."""
+        self.pending_results.retry()
         s = self.session
         if s is None or s.status == "interrupted":
             return

@@ -50,12 +50,19 @@ def test_the_superlink_runs_with_the_warm_superexec_as_its_companion(
     if tls:
         assert exec_args[exec_args.index("--root-certificates") + 1] == str(tmp_path / "ca.pem")
     assert [c.name for c in link.companions] == ["SuperExec"]
+    # Flower's SuperExec authentication: only the holder of this 0600 secret can take ServerApp tasks
+    secret = args[args.index("--superexec-auth-secret-file") + 1]
+    assert exec_args[exec_args.index("--superexec-auth-secret-file") + 1] == secret
+    assert Path(secret).stat().st_mode & 0o777 == 0o600 and len(Path(secret).read_bytes()) == 32
 
     started.clear()
     cold = superlink.start_superlink(
         "127.0.0.1", 9999, tmp_path / "flwr", log_path, tls=certs, warm=False, isolation="loopback"
     )
     assert [n for n, _, _ in started] == ["SuperLink"] and "--isolation" not in started[0][1]
+    assert (
+        "--superexec-auth-secret-file" not in started[0][1]
+    )  # Flower ignores it without a SuperExec of ours
     assert cold.companions == []
 
 

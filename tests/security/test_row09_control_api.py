@@ -26,6 +26,9 @@ from kosmos_fl.fl.flower_runtime import control, netns
 from kosmos_fl.localfed import LocalFederation
 
 NOBODY = 65534
+CONTROL = ["/v1/control/list-runs", "/v1/control/start-run", "/v1/control/register-node"]
+#: The Runtime API call with which a SuperExec takes a ServerApp's task (and its token).
+ACQUIRE_TASK = "/v1/runtime/acquire-task"
 #: Debian's interpreter: the venv's may live under a home folder another user cannot read.
 PYTHON = "/usr/bin/python3"
 
@@ -33,7 +36,7 @@ ATTACK_PORTS = r"""
 import json, socket, sys, urllib.request, urllib.error
 out = {}
 for port in json.loads(sys.argv[1]):
-    for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/control/register-node"):
+    for path in json.loads(sys.argv[2]):
         req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST",
                                      headers={"Content-Type": "application/protobuf"})
         try:
@@ -122,7 +125,7 @@ def test_no_port_on_the_host_answers_the_control_api(server: LocalFederation) ->
     ports = listening_ports(psutil.Process(server.server.proc.pid)) | {internal}
     assert server.flwr_port in ports and server.sio_port in ports  # the scan sees the server's ports
 
-    remote = attack(ATTACK_PORTS, json.dumps(sorted(ports)))
+    remote = attack(ATTACK_PORTS, json.dumps(sorted(ports)), json.dumps([*CONTROL, ACQUIRE_TASK]))
     print("the attacker on the host's loopback:", remote)
     reached = {k: v for k, v in remote.items() if v not in (404,) and not str(v).startswith("unreachable")}
     assert reached == {}, f"the Control API answered another local user: {reached}"
@@ -136,8 +139,13 @@ def test_no_port_on_the_host_answers_the_control_api(server: LocalFederation) ->
     # ...and inside the SuperLink's namespace the same call reaches the Control API
     bridge = next(p for p in psutil.Process(server.server.proc.pid).children(recursive=True)
                   if "kosmos_fl.fl.flower_runtime.netns" in " ".join(p.cmdline()))  # fmt: skip
-    inside = attack(ATTACK_PORTS, json.dumps([internal]), inside=bridge.pid)
+    inside = attack(
+        ATTACK_PORTS, json.dumps([internal]), json.dumps([*CONTROL, ACQUIRE_TASK]), inside=bridge.pid
+    )
+    print("inside the namespace:", inside)
     assert inside[f"{internal}/v1/control/list-runs"] == 200, inside
+    # there too, only our SuperExec (Flower's SuperExec authentication) may take ServerApp tasks
+    assert inside[f"{internal}{ACQUIRE_TASK}"] == 401, inside
 
 
 def _list_runs(flwr_home: Path) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import secrets
 import ssl
 import sys
 import tempfile
@@ -43,8 +45,10 @@ def _superlink_args(
     database: Path | None,
     tls: tuple[Path, Path, Path] | None,
     node_auth: bool,
-    warm: bool,
+    secret: Path | None,
 ) -> list[str]:
+    """The SuperLink's command line; ``secret``: run with ``--isolation process`` (our warm
+    SuperExec), whose Runtime API calls must be signed with that file's secret."""
     security = ["--insecure"]
     if tls is not None:
         security = [
@@ -59,8 +63,8 @@ def _superlink_args(
             security.append("--enable-supernode-auth")
     args = [_tool("flower-superlink"), *security, "--host", host, "--port", str(port),
             "--disable-runtime-dependency-installation"]  # fmt: skip
-    if warm:
-        args += ["--isolation", "process"]
+    if secret is not None:
+        args += ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
     if database is not None:
         args += ["--database", str(database)]
     return args
@@ -146,16 +150,18 @@ def start_superlink(
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     ctx = None if tls is None or bridged else ssl.create_default_context(cafile=str(tls[2]))
     link = bridged[0] if bridged else None  # what to stop if the start fails
+    secret = _superexec_secret(flwr_home) if warm else None
     try:
         proc = link = ManagedProcess.start(
-            "SuperLink", _superlink_args(host, port, database, tls, node_auth, warm), env, log_path,
+            "SuperLink", _superlink_args(host, port, database, tls, node_auth, secret), env, log_path,
             preexec=enter,
         )  # fmt: skip
         proc.companions += [bridged[0]] if bridged else []
         url = f"{'https' if ctx else 'http'}://{local}:{port}/health"
         wait_http(url, 60.0, proc, ctx, bridged[1] if bridged else None)
         if warm:  # once the Runtime API answers: Flower's client backs off for seconds otherwise
-            proc.companions.append(_start_server_exec(proc, local, port, tls, env, log_path, enter))
+            server_exec = _start_server_exec(proc, f"{local}:{port}", tls, secret, env, log_path, enter)
+            proc.companions.append(server_exec)
     except BaseException:
         if link is not None:
             link.stop(2.0)
@@ -168,22 +174,36 @@ def start_superlink(
     return proc
 
 
+def _superexec_secret(flwr_home: Path) -> Path:
+    """A new random secret (file 0600) that the SuperLink demands of the SuperExec's Runtime API
+    calls (Flower's SuperExec authentication): without it no other process that reaches the Runtime
+    API can list or take a ServerApp's task and its token."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "superexec-auth.secret"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_bytes(32))
+    return path
+
+
 def _start_server_exec(
     link: ManagedProcess,
-    local: str,
-    port: int,
+    address: str,
     tls: tuple[Path, Path, Path] | None,
+    secret: Path | None,
     env: dict[str, str],
     log_path: Path,
     enter: Callable[[], None] | None,
 ) -> ManagedProcess:
     """The SuperLink's warm SuperExec, with what the SuperLink would pass its own
-    (flower_superlink._get_superexec_command): the Runtime API (same port), the CA when TLS is on,
-    the SuperLink's pid to die with; in the SuperLink's namespace (``enter``)."""
-    runtime_api = f"[{local}]:{port}" if ":" in local else f"{local}:{port}"
+    (flower_superlink._get_superexec_command): the Runtime API at ``address`` (same port), the CA
+    when TLS is on, the SuperLink's pid to die with, the auth secret; in its namespace (``enter``)."""
     exec_args = [sys.executable, "-m", "kosmos_fl.fl.flower_runtime.warm_exec",
-                 "--runtime-api-address", runtime_api, "--parent-pid", str(link.proc.pid),
+                 "--runtime-api-address", address, "--parent-pid", str(link.proc.pid),
                  "--task-poll-interval", SERVER_TASK_POLL_INTERVAL, NO_TRAIN_FLAG]  # fmt: skip
     if tls is not None:
         exec_args += ["--root-certificates", str(tls[2])]
+    if secret is not None:
+        exec_args += ["--superexec-auth-secret-file", str(secret)]
     return ManagedProcess.start("SuperExec", exec_args, env, log_path, preexec=enter)

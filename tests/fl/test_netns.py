@@ -48,14 +48,14 @@ def test_the_bridge_relays_into_its_namespace_only_and_removes_its_socket_on_sig
         assert netns.namespace_id(bridge.pid) != netns.namespace_id("self")
         assert sock.stat().st_mode & 0o777 == 0o600
 
-        enter = netns.joiner(bridge.pid)
+        enter = netns.Joiner(bridge.pid)
         try:
             server = subprocess.Popen(
                 [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
                 preexec_fn=enter, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         finally:
-            netns.close_joiner(enter)
+            enter.close()
         assert netns.namespace_id(server.pid) == netns.namespace_id(bridge.pid)
         status = None
         while status is None and time.monotonic() < deadline:

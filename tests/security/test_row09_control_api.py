@@ -80,15 +80,15 @@ def as_nobody() -> None:  # pragma: no cover - runs in the child between fork an
 
 def attack(script: str, *args: str, inside: int | None = None) -> dict[str, object]:
     """Run ``script`` as uid 65534 (``inside``: in the namespace of that bridge pid, as root)."""
-    preexec = as_nobody if inside is None else netns.joiner(inside)
+    joiner = netns.Joiner(inside) if inside is not None else None
     try:
         res = subprocess.run(
-            [PYTHON, "-I", "-c", script, *args], preexec_fn=preexec,
+            [PYTHON, "-I", "-c", script, *args], preexec_fn=joiner or as_nobody,
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
     finally:
-        if inside is not None:
-            netns.close_joiner(preexec)
+        if joiner is not None:
+            joiner.close()
     assert res.returncode == 0, res.stderr
     return dict(json.loads(res.stdout))
 

@@ -199,7 +199,7 @@ class Coordinator:
                 host, port, upstream.url, sec.upstream_ssl() if upstream.verify else None, sec.server_ssl(),
                 hold=self.config.fleet_long_poll, holding=lambda: self.sessions.session is not None,
                 on_held=lambda outcome: self.dashboard.metrics.fleet_held_pulls.labels(outcome=outcome).inc(),
-                limits=self.fleet_limits(), upstream_socket=str(upstream.unix_socket or '') or None,
+                limits=self.fleet_limits(), upstream_socket=upstream.unix_socket,
             )  # fmt: skip
         except OSError as exc:
             self.stop()

@@ -34,6 +34,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -95,7 +96,7 @@ class FleetProxy:
         holding: Callable[[], bool] = lambda: True,
         on_held: Callable[[str], None] | None = None,
         limits: FleetLimits | None = None,
-        upstream_socket: str | None = None,
+        upstream_socket: str | Path | None = None,
     ) -> None:
         self.limits = limits or FleetLimits()
         #: A unix socket to reach ``upstream`` through (the SuperLink's bridge), else TCP.
@@ -127,7 +128,7 @@ class FleetProxy:
     async def _forward(self, method: str, path_qs: str, headers: dict[str, str], body: bytes) -> Answer:
         if self.session is None:
             connector: aiohttp.BaseConnector = (
-                aiohttp.UnixConnector(self.upstream_socket)
+                aiohttp.UnixConnector(str(self.upstream_socket))
                 if self.upstream_socket
                 else aiohttp.TCPConnector(ssl=self.upstream_ssl if self.upstream_ssl else False)
             )
@@ -255,7 +256,7 @@ async def start_fleet_proxy(
     holding: Callable[[], bool] = lambda: True,
     on_held: Callable[[str], None] | None = None,
     limits: FleetLimits | None = None,
-    upstream_socket: str | None = None,
+    upstream_socket: str | Path | None = None,
 ) -> web.AppRunner:
     """Listen on ``host:port`` (TLS when ``server_ssl``) and forward Fleet calls to ``upstream``,
     through ``upstream_socket`` when given.

@@ -6,7 +6,7 @@ On the host's loopback every local user can reach it (issue 16 row 9). So the se
 *bridge* process that enters a new user + network namespace (unprivileged: no root needed, only a
 kernel and seccomp policy that allow user namespaces), brings that namespace's own ``lo`` up and
 listens on a unix socket, mode 0600 in a 0700 folder. The SuperLink, its SuperExec and every
-ServerApp join the namespace (:func:`joiner`, run between fork and exec) and listen and talk on
+ServerApp join the namespace (:class:`Joiner`, run between fork and exec) and listen and talk on
 *its* 127.0.0.1. The host reaches them only through the socket: the Fleet proxy and the in-process
 Control API client. Each connection on the socket is checked (``SO_PEERCRED``: the same user id as
 the server, else closed) and then relayed to the SuperLink, over TLS verified against the CA when
@@ -74,31 +74,30 @@ def namespace_id(pid: int | str, kind: str = "net") -> str:
     return os.readlink(f"/proc/{pid}/ns/{kind}")
 
 
-def joiner(pid: int, then: Callable[[], None] | None = None) -> Callable[[], None]:
+class Joiner:
     """A ``preexec_fn`` that moves the child into the user + network namespace of process ``pid``
     (the bridge), then runs ``then``. The namespace files are opened now, in the parent, so that a
     bridge that died in between cannot make the child stay on the host's network: ``setns`` fails
-    and so does the start."""
-    fds = [os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind in ("user", "net")]
-    libc = _libc()
+    and so does the start. :meth:`close` them once the children are started."""
 
-    def enter() -> None:  # pragma: no cover - runs in the child between fork and exec
-        for fd, flag in zip(fds, (CLONE_NEWUSER, CLONE_NEWNET), strict=True):
-            if libc.setns(fd, flag) != 0:
+    def __init__(self, pid: int, then: Callable[[], None] | None = None) -> None:
+        self.fds = [os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind in ("user", "net")]
+        self.then = then
+        self._libc = _libc()
+
+    def __call__(self) -> None:  # pragma: no cover - runs in the child between fork and exec
+        for fd, flag in zip(self.fds, (CLONE_NEWUSER, CLONE_NEWNET), strict=True):
+            if self._libc.setns(fd, flag) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, f"setns into the SuperLink's namespace: {os.strerror(err)}")
-        if then is not None:
-            then()
+        if self.then is not None:
+            self.then()
 
-    enter.fds = fds  # type: ignore[attr-defined]  # closed by close_joiner after the start
-    return enter
-
-
-def close_joiner(enter: Callable[[], None]) -> None:
-    """Close the namespace files a :func:`joiner` opened (after the child started)."""
-    for fd in getattr(enter, "fds", ()):
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -122,7 +121,9 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class Bridge:
-    """Relays connections from the unix socket to the SuperLink inside the namespace."""
+    """Relays connections from the unix socket to the SuperLink inside the namespace, for peers of
+    this process's user id only (so never run the server as ``nobody``, the id that every user not
+    mapped into the namespace reads as)."""
 
     def __init__(self, port: int, upstream_ssl: ssl.SSLContext | None) -> None:
         self.port = port

@@ -91,8 +91,9 @@ def _start_bridge(
     bridge = ManagedProcess.start("SuperLink bridge", args, env, log_path)
     deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline and bridge.alive():
-        if sock.exists() and netns.namespace_id(bridge.proc.pid) != netns.namespace_id("self"):
-            return bridge, sock
+        with contextlib.suppress(OSError):  # the socket, before the namespace, is not enough
+            if sock.exists() and netns.namespace_id(bridge.proc.pid) != netns.namespace_id("self"):
+                return bridge, sock
         time.sleep(0.02)
     bridge.stop(1.0)
     with contextlib.suppress(OSError):
@@ -146,7 +147,7 @@ def start_superlink(
     if isolation == "loopback":
         log.warning("SuperLink on the host's loopback (superlink_isolation: loopback): any local user "
                     "can call its Control API, i.e. submit runs and register node keys")  # fmt: skip
-    enter = netns.joiner(bridged[0].proc.pid, _die_with_parent) if bridged else None
+    enter = netns.Joiner(bridged[0].proc.pid, _die_with_parent) if bridged else None
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     ctx = None if tls is None or bridged else ssl.create_default_context(cafile=str(tls[2]))
     link = bridged[0] if bridged else None  # what to stop if the start fails
@@ -168,7 +169,7 @@ def start_superlink(
         raise
     finally:
         if enter is not None:
-            netns.close_joiner(enter)
+            enter.close()
     ca = tls[2] if tls is not None else None
     write_connection(flwr_home, f"{local}:{port}", ca, bridged[1] if bridged else None)
     return proc

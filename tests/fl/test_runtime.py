@@ -7,7 +7,6 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -53,46 +52,6 @@ def test_no_node_id_when_the_supernode_dies_first(tmp_path: Path) -> None:
     t0 = time.monotonic()
     assert runtime.wait_node_id(node, timeout=20) is None
     assert time.monotonic() - t0 < 10  # gave up because it died, not by waiting out the timeout
-
-
-@pytest.mark.parametrize("tls", [False, True])
-def test_the_superlink_runs_with_the_warm_superexec_as_its_companion(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tls: bool
-) -> None:
-    """What Flower's SuperLink would pass its own SuperExec: the Runtime API (same port), the CA
-    when TLS is on, the SuperLink's pid; and the same log file."""
-    started: list[tuple[str, list[str], Path]] = []
-
-    class _Proc:
-        pid = 31337
-
-    def start(name: str, args: list[str], env: dict[str, str], log_path: Path, cwd: Any = None) -> Any:
-        started.append((name, args, log_path))
-        return runtime.ManagedProcess(name, _Proc(), log_path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(runtime.ManagedProcess, "start", start)
-    monkeypatch.setattr(runtime, "wait_http", lambda *a, **k: None)
-    monkeypatch.setattr(runtime.ssl, "create_default_context", lambda **k: None)
-    certs = (tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem") if tls else None
-    log_path = tmp_path / "superlink.log"
-    link = runtime.start_superlink("127.0.0.1", 9999, tmp_path / "flwr", log_path, tls=certs)
-    (name, args, log), (exec_name, exec_args, exec_log) = started
-    assert name == "SuperLink" and args[args.index("--isolation") + 1] == "process"
-    assert exec_name == "SuperExec" and exec_log == log == log_path
-    assert exec_args[1:3] == ["-m", "kosmos_fl.fl.flower_runtime.warm_exec"]
-    assert exec_args[exec_args.index("--runtime-api-address") + 1] == "127.0.0.1:9999"
-    assert exec_args[exec_args.index("--parent-pid") + 1] == "31337"
-    # it polls for the server's whole life: not at the SuperNodes' 20 per second
-    assert float(exec_args[exec_args.index("--task-poll-interval") + 1]) >= 0.2
-    assert ("--root-certificates" in exec_args) is tls
-    if tls:
-        assert exec_args[exec_args.index("--root-certificates") + 1] == str(tmp_path / "ca.pem")
-    assert [c.name for c in link.companions] == ["SuperExec"]
-
-    started.clear()
-    cold = runtime.start_superlink("127.0.0.1", 9999, tmp_path / "flwr", log_path, tls=certs, warm=False)
-    assert [n for n, _, _ in started] == ["SuperLink"] and "--isolation" not in started[0][1]
-    assert cold.companions == []
 
 
 def test_a_stopped_companion_is_named(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 A real second host: a network namespace joined to this one by a veth pair (needs root, as in CI).
 The server listens on all addresses with TLS; from inside the namespace we try, with the real
 ``flwr`` CLI and raw HTTPS, to reach run submission (Control API), the Runtime API, the SuperLink's
-own port and the coordinator's /status. Positive controls show the same calls work on loopback and
-that the Fleet API (what SuperNodes need) does get through.
+own port and the coordinator's /status. Positive controls show the same calls work inside the
+SuperLink's own network namespace and that the Fleet API (what SuperNodes need) does get through.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from kosmos_fl.fl.flower_runtime import runtime
@@ -154,8 +155,13 @@ def test_run_submission_and_admin_endpoints_are_not_reachable_from_the_network(
         )
         assert '"success": true' not in remote_ls2.stdout, remote_ls2.stdout
         print("flwr ls via the SuperLink port:", remote_ls2.stdout.strip()[-300:])
-        # ...and works on the server host's loopback (positive control: the API is alive)
-        local_ls = flwr_ls(tmp_path / "local-flwr", f"127.0.0.1:{internal}", paths.ca_cert, [])
+        # ...and works inside the SuperLink's own network namespace (positive control: the API is
+        # alive; on the host's loopback it is not reachable either, tests/security/test_row09_*)
+        assert fed.server is not None
+        bridge = next(p for p in psutil.Process(fed.server.proc.pid).children(recursive=True)
+                      if "flower_runtime.netns" in " ".join(p.cmdline()))  # fmt: skip
+        inside = ["nsenter", "-t", str(bridge.pid), "-U", "-n", "--preserve-credentials"]
+        local_ls = flwr_ls(tmp_path / "local-flwr", f"127.0.0.1:{internal}", paths.ca_cert, inside)
         assert '"success": true' in local_ls.stdout, local_ls.stdout + local_ls.stderr
     finally:
         assert fed.stop() == []

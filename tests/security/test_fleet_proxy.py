@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -164,5 +165,37 @@ def test_shutting_down_answers_held_pulls_instead_of_waiting_them_out() -> None:
             await asyncio.wait_for(proxy.cleanup(), 10)  # well before the 20 s hold ends
             reply = await asyncio.wait_for(waiting, 5)
             assert not reply.messages_list
+
+    asyncio.run(scenario())
+
+
+def test_fleet_calls_reach_a_superlink_behind_a_unix_socket(tmp_path: Path) -> None:
+    """The SuperLink in its own network namespace is reached through its bridge's unix socket
+    (issue 16 row 9): the proxy forwards there, still Fleet calls only."""
+
+    async def scenario() -> None:
+        link = StandIn()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", link.handle)
+        upstream = web.AppRunner(app)
+        await upstream.setup()
+        sock = tmp_path / "control.sock"
+        await web.UnixSite(upstream, str(sock)).start()
+        port = free_port()
+        proxy = await start_fleet_proxy(
+            "127.0.0.1", port, "http://127.0.0.1:1", None, None, upstream_socket=sock
+        )  # port 1: nothing listens there, so an answer came through the socket
+        try:
+            link.queued.append(message_for(7))
+            reply = await pull(f"http://127.0.0.1:{port}", node=7)
+            assert [m.metadata.message_id for m in reply.messages_list] == ["m7"]
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"http://127.0.0.1:{port}/v1/control/list-runs", data=b"") as r,
+            ):
+                assert r.status == 404
+        finally:
+            await proxy.cleanup()
+            await upstream.cleanup()
 
     asyncio.run(scenario())

@@ -52,6 +52,11 @@ class SecuritySection(ConfigModel):
     #: addresses, ``localhost`` and the host of ``socketio_address``/``flwr_public_address``; any
     #: other ``Host`` header is refused (DNS rebinding).
     admin_hosts: list[str] = Field(default_factory=list)
+    #: Where the SuperLink (its Control API runs code, without login) listens: ``netns``, a private
+    #: network namespace that only this server's user reaches, through a unix socket; ``loopback``,
+    #: the host's 127.0.0.1, which every local user reaches; ``auto``, netns where the kernel allows
+    #: unprivileged user namespaces, else loopback with a warning (docs/SECURITY.md, row 9).
+    superlink_isolation: Literal["auto", "netns", "loopback"] = "auto"
 
     @model_validator(mode="after")
     def _production(self) -> Self:

@@ -34,7 +34,7 @@ from kosmos_fl.coordinator.sessions import Session, SessionRunner
 from kosmos_fl.coordinator.signals import install_stop_signals
 from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl import strategies
-from kosmos_fl.fl.flower_runtime import runtime
+from kosmos_fl.fl.flower_runtime import runtime, superlink
 from kosmos_fl.fl.session import private_dir, write_problem
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.redact import redact
@@ -175,16 +175,18 @@ class Coordinator:
         self.security = self.admission.security = sec = server_security(self.config, self.base_dir)
         private_dir(self.work_dir)  # sessions, logs, node keys: owner only (0700)
         # The SuperLink serves Fleet, Control (run submission) and Runtime APIs on one port: keep it
-        # on loopback and expose only the Fleet API through the proxy (security/fleet_proxy.py).
+        # off the network (its own network namespace, else loopback) and expose only the Fleet API
+        # through the proxy (security/fleet_proxy.py).
         internal = runtime.free_port()
         tls = (sec.certfile, sec.keyfile, sec.ca_certfile) if sec.tls else None
         self.superlink = await asyncio.to_thread(
             functools.partial(
-                runtime.start_superlink, "127.0.0.1", internal, self.flwr_home,
+                superlink.start_superlink, "127.0.0.1", internal, self.flwr_home,
                 self.work_dir / "logs" / "superlink.log", tls=tls, node_auth=sec.tls and sec.client_auth,
-                warm=self.config.warm_serverapp,
+                warm=self.config.warm_serverapp, isolation=self.config.superlink_isolation,
             )
         )  # fmt: skip
+        upstream = runtime.endpoint(self.flwr_home)
         self.sessions.find_interrupted()
         if sec.tls and sec.client_auth:
             self.node_keys = NodeKeys(self.flwr_home, self.work_dir / "security" / "node-keys")
@@ -196,11 +198,10 @@ class Coordinator:
             self._registry_task = asyncio.create_task(self._watch_registry())
         try:
             self._fleet_proxy = await start_fleet_proxy(
-                host, port, f"{'https' if sec.tls else 'http'}://127.0.0.1:{internal}",
-                sec.upstream_ssl(), sec.server_ssl(),
+                host, port, upstream.url, sec.upstream_ssl() if upstream.verify else None, sec.server_ssl(),
                 hold=self.config.fleet_long_poll, holding=lambda: self.sessions.session is not None,
                 on_held=lambda outcome: self.dashboard.metrics.fleet_held_pulls.labels(outcome=outcome).inc(),
-                limits=self.fleet_limits(),
+                limits=self.fleet_limits(), upstream_socket=upstream.unix_socket,
             )  # fmt: skip
         except OSError as exc:
             self.stop()

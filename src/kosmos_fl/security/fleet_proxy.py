@@ -3,11 +3,12 @@
 Flower 1.42 serves its Fleet API (``/v1/fleet/*``, what SuperNodes call), its Control API
 (``/v1/control/*``: run submission, node registration, i.e. code execution on the server, without
 login in open-source Flower), its Runtime API (``/v1/runtime/*``) and ``/health`` on ONE HTTP
-host/port, with no option to split them. So the KOSMoS server binds the SuperLink to 127.0.0.1 and
+host/port, with no option to split them. So the KOSMoS server keeps the SuperLink off the network
+(in its own network namespace, reached through a unix socket, or on 127.0.0.1: issue 16 row 9) and
 puts this proxy on ``flwr_server_address``: it forwards ``/v1/fleet/*`` requests verbatim
 (including the SuperNode's signature headers, which the SuperLink checks) and answers 404 to
 everything else. The proxy terminates TLS with the server certificate and talks TLS to the
-SuperLink, verifying it against the CA.
+SuperLink, verifying it against the CA (on the unix socket, the bridge does that part).
 
 While a session runs, the proxy also long-polls for the SuperNodes: a Flower 1.42 SuperNode that
 finds no message sleeps 3 s before it asks again, and it asks right after pushing its reply, before
@@ -33,6 +34,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -94,8 +96,11 @@ class FleetProxy:
         holding: Callable[[], bool] = lambda: True,
         on_held: Callable[[str], None] | None = None,
         limits: FleetLimits | None = None,
+        upstream_socket: str | Path | None = None,
     ) -> None:
         self.limits = limits or FleetLimits()
+        #: A unix socket to reach ``upstream`` through (the SuperLink's bridge), else TCP.
+        self.upstream_socket = upstream_socket
         self._inflight = 0
         self._inflight_ip: dict[str, int] = {}
         self.upstream = upstream.rstrip("/")
@@ -122,8 +127,13 @@ class FleetProxy:
 
     async def _forward(self, method: str, path_qs: str, headers: dict[str, str], body: bytes) -> Answer:
         if self.session is None:
+            connector: aiohttp.BaseConnector = (
+                aiohttp.UnixConnector(str(self.upstream_socket))
+                if self.upstream_socket
+                else aiohttp.TCPConnector(ssl=self.upstream_ssl if self.upstream_ssl else False)
+            )
             self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self.upstream_ssl if self.upstream_ssl else False),
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                 auto_decompress=False,
             )
@@ -246,12 +256,14 @@ async def start_fleet_proxy(
     holding: Callable[[], bool] = lambda: True,
     on_held: Callable[[str], None] | None = None,
     limits: FleetLimits | None = None,
+    upstream_socket: str | Path | None = None,
 ) -> web.AppRunner:
-    """Listen on ``host:port`` (TLS when ``server_ssl``) and forward Fleet calls to ``upstream``.
+    """Listen on ``host:port`` (TLS when ``server_ssl``) and forward Fleet calls to ``upstream``,
+    through ``upstream_socket`` when given.
 
     ``hold`` > 0 long-polls empty pulls while ``holding()`` (see the module docstring).
     """
-    proxy = FleetProxy(upstream, upstream_ssl, hold, holding, on_held, limits)
+    proxy = FleetProxy(upstream, upstream_ssl, hold, holding, on_held, limits, upstream_socket)
     runner = web.AppRunner(proxy.app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=server_ssl).start()

@@ -1,10 +1,12 @@
-"""The SuperLink's Control API, called in-process: submit a run, ask its status, stop it.
+"""The SuperLink's Control API, called in-process: runs (submit, status, stop) and node keys.
 
 The ``flwr run`` / ``flwr ls`` / ``flwr stop`` commands each start a Python interpreter and import
 Flower (about 1 s of CPU); the coordinator submitted every session that way and asked for the
 run's status every 10 s while it ran. These functions send the same Control API requests with
 Flower's own HTTP client and the connection :func:`~kosmos_fl.fl.flower_runtime.runtime.
-write_connection` wrote into ``flwr_home/config.toml``. The FAB is built once per process.
+write_connection` wrote into ``flwr_home/config.toml``: through the bridge's unix socket when the
+SuperLink runs in its own network namespace (:mod:`.netns`), which the ``flwr`` CLI cannot use. The
+FAB is built once per process.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import functools
 import hashlib
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +39,18 @@ def _fab() -> Any:
     return fab_to_proto(Fab(hashlib.sha256(data).hexdigest(), data, {}))
 
 
-def _client(flwr_home: Path) -> Any:
-    """A Control API client for the SuperLink named in ``flwr_home/config.toml``."""
-    from flwr.supercore.control import ControlHttpClient
-    from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
+@dataclass(frozen=True)
+class Endpoint:
+    """How this host reaches the local SuperLink: ``url`` (``http(s)://127.0.0.1:port``), through
+    ``unix_socket`` when set; ``verify``: the CA file for TLS, else False."""
 
+    url: str
+    unix_socket: Path | None
+    verify: str | bool
+
+
+def endpoint(flwr_home: Path) -> Endpoint:
+    """The SuperLink connection written into ``flwr_home/config.toml``."""
     try:
         doc = tomllib.loads((flwr_home / "config.toml").read_text(encoding="utf-8"))
         conn = doc["superlink"][CONNECTION]
@@ -48,12 +58,40 @@ def _client(flwr_home: Path) -> Any:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FederationError(f"no SuperLink connection in {flwr_home}/config.toml ({exc})") from exc
     verify: str | bool = str(conn["root-certificates"]) if conn.get("root-certificates") else not insecure
-    return ControlHttpClient(
-        f"{'http' if insecure else 'https'}://{address}",
+    sock = Path(conn["unix-socket"]) if conn.get("unix-socket") else None
+    return Endpoint(f"{'http' if insecure else 'https'}://{address}", sock, verify)
+
+
+def _client(flwr_home: Path) -> Any:
+    """A Control API client for the SuperLink named in ``flwr_home/config.toml``."""
+    import httpx
+    from flwr.supercore.control import ControlHttpClient
+    from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
+
+    ep = endpoint(flwr_home)
+    client = ControlHttpClient(
+        ep.url,
         interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
-        verify=verify,
+        verify=ep.verify,
         timeout=TIMEOUT,
     )
+    if ep.unix_socket is not None:  # Flower's client takes no transport: swap its httpx client
+        client._client.close()
+        client._client = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(ep.unix_socket)), timeout=TIMEOUT, follow_redirects=True
+        )
+    return client
+
+
+def _call(flwr_home: Path, method: str, request: Any, failure: str) -> Any:
+    """``client.<method>(request)``; FederationError naming ``failure`` when it fails."""
+    client = _client(flwr_home)
+    try:
+        return getattr(client, method)(request)
+    except (Exception, SystemExit) as exc:  # Flower's version check exits; never take the server down
+        raise FederationError(f"{failure}: {exc}") from exc
+    finally:
+        client.close()
 
 
 def submit_run(flwr_home: Path, run_config: dict[str, Any]) -> int:
@@ -103,3 +141,44 @@ def stop_run(flwr_home: Path, run_id: int) -> None:
             client.StopRun(StopRunRequest(run_id=run_id))
         finally:
             client.close()
+
+
+def register_node(flwr_home: Path, public_key: Path, name: str, cwd: Path | None = None) -> int:
+    """Register a SuperNode's OpenSSH EC public key with the SuperLink; returns its node id
+    (``flwr supernode register``, whose key check this reuses). ``cwd`` is ignored."""
+    from flwr.cli.supernode.register import try_load_public_key
+    from flwr.proto.control_pb2 import RegisterNodeRequest
+
+    failure = f"SuperNode key {public_key} of {name} not registered"
+    try:
+        key = try_load_public_key(public_key)
+    except (Exception, SystemExit) as exc:
+        raise FederationError(f"{failure}: not an OpenSSH EC public key on a NIST curve") from exc
+    res = _call(flwr_home, "RegisterNode", RegisterNodeRequest(public_key=key, name=name), failure)
+    if not res.node_id:
+        raise FederationError(f"{failure}: the SuperLink gave no node id")
+    return int(res.node_id)
+
+
+def unregister_node(flwr_home: Path, node_id: int, cwd: Path | None = None) -> None:
+    """Remove a registered SuperNode: its key no longer authenticates. ``cwd`` is ignored."""
+    from flwr.proto.control_pb2 import UnregisterNodeRequest
+
+    _call(
+        flwr_home,
+        "UnregisterNode",
+        UnregisterNodeRequest(node_id=node_id),
+        f"node {node_id} not unregistered",
+    )
+
+
+def list_nodes(flwr_home: Path, cwd: Path | None = None) -> list[dict[str, Any]]:
+    """The SuperLink's SuperNodes that are not deleted: ``node-id``, ``owner-name``, ``status``."""
+    from flwr.proto.control_pb2 import ListNodesRequest
+
+    res = _call(flwr_home, "ListNodes", ListNodesRequest(), "SuperNodes not listed")
+    return [
+        {"node-id": str(n.node_id), "owner-name": n.owner_name, "status": n.status}
+        for n in res.nodes_info
+        if n.status != "deleted"
+    ]

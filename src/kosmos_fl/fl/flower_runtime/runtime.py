@@ -4,12 +4,14 @@ Only this module knows Flower's command lines, so a Flower upgrade touches one f
 is started in its own process group and stopped with the whole group, so nothing Flower spawns
 (SuperExec, ServerApp, ClientApp processes) outlives it. The SuperLink and the SuperNodes run with
 ``--isolation process`` by default, each paired with our warm SuperExec (``warm_exec``, a companion
-process stopped with them) instead of the SuperExec Flower would start.
+process stopped with them) instead of the SuperExec Flower would start. Where the SuperLink listens
+(its own network namespace) is :mod:`.superlink`'s part.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,13 @@ from typing import Any
 from kosmos_fl.errors import FederationError
 from kosmos_fl.fl.flower_runtime.control import APP_DIR as APP_DIR
 from kosmos_fl.fl.flower_runtime.control import CONNECTION as CONNECTION
+from kosmos_fl.fl.flower_runtime.control import endpoint as endpoint
+from kosmos_fl.fl.flower_runtime.control import list_nodes as list_nodes
+from kosmos_fl.fl.flower_runtime.control import register_node as register_node
 from kosmos_fl.fl.flower_runtime.control import run_status as run_status  # in-process Control API
 from kosmos_fl.fl.flower_runtime.control import stop_run as stop_run
 from kosmos_fl.fl.flower_runtime.control import submit_run as submit_run
-from kosmos_fl.fl.flower_runtime.warm_exec import NO_TRAIN_FLAG, SERVER_TASK_POLL_INTERVAL
+from kosmos_fl.fl.flower_runtime.control import unregister_node as unregister_node
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -83,8 +89,18 @@ class ManagedProcess:
 
     @classmethod
     def start(
-        cls, name: str, args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+        cls,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> ManagedProcess:
+        """Start ``args``; ``preexec`` (Linux) runs in the child before exec instead of the default
+        (die with this process)."""
+        if preexec is None and sys.platform.startswith("linux"):
+            preexec = _die_with_parent
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as fh:
             fh.write(f"$ {shlex.join(args)}\n".encode())
@@ -98,7 +114,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=preexec,
             )
         return cls(name, proc, log_path, log_start=log_start)
 
@@ -132,15 +148,20 @@ class ManagedProcess:
             return ""
 
 
-def write_connection(flwr_home: Path, address: str, root_certificates: Path | None = None) -> None:
-    """Point the ``flwr`` CLI (run submission) at the local SuperLink's Control API; over TLS
-    verified against ``root_certificates`` when given."""
+def write_connection(
+    flwr_home: Path, address: str, root_certificates: Path | None = None, unix_socket: Path | None = None
+) -> None:
+    """Point the Control API client (:mod:`.control`) at the local SuperLink: over TLS verified
+    against ``root_certificates`` when given; through the bridge's ``unix_socket`` when given (plain
+    HTTP on the socket, the bridge speaks TLS to the SuperLink)."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     security = (
         f"insecure = false\nroot-certificates = {json.dumps(str(root_certificates))}\n"
-        if root_certificates is not None
+        if root_certificates is not None and unix_socket is None
         else "insecure = true\n"
     )
+    if unix_socket is not None:
+        security += f"unix-socket = {json.dumps(str(unix_socket))}\n"
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
         f'address = "{address}"\n{security}',
@@ -148,91 +169,57 @@ def write_connection(flwr_home: Path, address: str, root_certificates: Path | No
     )
 
 
-def wait_http(
-    url: str, timeout: float, proc: ManagedProcess | None = None, context: ssl.SSLContext | None = None
-) -> None:
-    """Wait until ``url`` answers (any HTTP status), failing early if ``proc`` died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and not proc.alive():
-            raise FederationError(f"{proc.name} exited during start-up:\n{proc.tail()}")
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("127.0.0.1", timeout=timeout)
+        self.path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+def _answers(url: str, context: ssl.SSLContext | None, unix_socket: Path | None) -> bool:
+    """Whether ``url`` answers at all (any HTTP status); over ``unix_socket`` when given."""
+    if unix_socket is None:
         try:
             with urllib.request.urlopen(url, timeout=1.0, context=context):
-                return
+                return True
         except urllib.error.HTTPError:
-            return
+            return True
         except OSError:
-            time.sleep(0.2)
+            return False
+    conn = _UnixHTTPConnection(unix_socket, 1.0)
+    try:
+        conn.request("GET", "/" + url.split("/", 3)[-1])
+        conn.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def wait_http(
+    url: str,
+    timeout: float,
+    proc: ManagedProcess | None = None,
+    context: ssl.SSLContext | None = None,
+    unix_socket: Path | None = None,
+) -> None:
+    """Wait until ``url`` answers (any HTTP status), failing early if ``proc`` or one of its
+    companions died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        down = [] if proc is None else proc.not_running()
+        if proc is not None and down:
+            raise FederationError(f"{down[0]} exited during start-up:\n{proc.tail()}")
+        if _answers(url, context, unix_socket):
+            return
+        time.sleep(0.2)
     raise FederationError(f"{url} did not answer within {timeout:.0f} s")
-
-
-def start_superlink(
-    host: str,
-    port: int,
-    flwr_home: Path,
-    log_path: Path,
-    database: Path | None = None,
-    *,
-    tls: tuple[Path, Path, Path] | None = None,
-    node_auth: bool = False,
-    warm: bool = True,
-) -> ManagedProcess:
-    """Start the SuperLink (Fleet, Control and Runtime APIs on ``host:port``).
-
-    ``tls`` = (certfile, keyfile, CA certfile) serves all three APIs over TLS; ``node_auth``
-    (needs TLS) only admits SuperNodes whose public key was registered (:func:`register_node`).
-
-    ``warm`` (default) runs the SuperLink with ``--isolation process`` and pairs it with
-    :mod:`kosmos_fl.fl.flower_runtime.warm_exec` (a companion: it stops with the SuperLink and logs
-    to the same file), whose ServerApp processes start with torch and kosmos_fl already imported;
-    otherwise the SuperLink starts Flower's own SuperExec, which cold-starts one per session.
-    """
-    security = ["--insecure"]
-    if tls is not None:
-        security = [
-            "--ssl-certfile",
-            str(tls[0]),
-            "--ssl-keyfile",
-            str(tls[1]),
-            "--ssl-ca-certfile",
-            str(tls[2]),
-        ]
-        if node_auth:
-            security.append("--enable-supernode-auth")
-    args = [
-        _tool("flower-superlink"),
-        *security,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--disable-runtime-dependency-installation",
-    ]
-    if warm:
-        args += ["--isolation", "process"]
-    if database is not None:
-        args += ["--database", str(database)]
-    env = flower_env(flwr_home)
-    proc = ManagedProcess.start("SuperLink", args, env, log_path)
-    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    if tls is not None:
-        ctx = ssl.create_default_context(cafile=str(tls[2]))
-        wait_http(f"https://{local}:{port}/health", 60.0, proc, context=ctx)
-        write_connection(flwr_home, f"{local}:{port}", root_certificates=tls[2])
-    else:
-        wait_http(f"http://{local}:{port}/health", 60.0, proc)
-        write_connection(flwr_home, f"{local}:{port}")
-    if warm:
-        # what the SuperLink would pass its own SuperExec (flower_superlink._get_superexec_command):
-        # the Runtime API (same port), the CA when TLS is on, the SuperLink's pid to die with
-        runtime_api = f"[{local}]:{port}" if ":" in local else f"{local}:{port}"
-        exec_args = [sys.executable, "-m", "kosmos_fl.fl.flower_runtime.warm_exec",
-                     "--runtime-api-address", runtime_api, "--parent-pid", str(proc.proc.pid),
-                     "--task-poll-interval", SERVER_TASK_POLL_INTERVAL, NO_TRAIN_FLAG]  # fmt: skip
-        if tls is not None:
-            exec_args += ["--root-certificates", str(tls[2])]
-        proc.companions.append(ManagedProcess.start("SuperExec", exec_args, env, log_path))
-    return proc
 
 
 def start_supernode(
@@ -298,37 +285,3 @@ def wait_node_id(node: ManagedProcess, timeout: float) -> int | None:
             return int(found.group(1))
         time.sleep(0.05)
     return None
-
-
-def _flwr_json(
-    flwr_home: Path, args: list[str], cwd: Path, timeout: float = 60, failure: str | None = None
-) -> dict[str, Any]:
-    """Run ``flwr ARGS --format json``; its JSON answer, or FederationError naming ``failure``."""
-    res = subprocess.run(
-        [_tool("flwr"), *args, "--format", "json"],
-        env=flower_env(flwr_home), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-    try:
-        doc = json.loads(res.stdout[res.stdout.index("{") :])
-    except ValueError:
-        doc = {}
-    if not doc.get("success"):
-        msg = doc.get("error-message") or (res.stderr or res.stdout).strip()[-800:]
-        raise FederationError(f"{failure or 'flwr ' + ' '.join(args[:2]) + ' failed'}: {msg}")
-    return doc
-
-
-def register_node(flwr_home: Path, public_key: Path, name: str, cwd: Path) -> int:
-    """Register a SuperNode's OpenSSH EC public key with the SuperLink; returns its node id."""
-    doc = _flwr_json(flwr_home, ["supernode", "register", str(public_key), CONNECTION, "--name", name], cwd)
-    return int(doc["node-id"])
-
-
-def unregister_node(flwr_home: Path, node_id: int, cwd: Path) -> None:
-    """Remove a registered SuperNode: its key no longer authenticates."""
-    _flwr_json(flwr_home, ["supernode", "unregister", str(node_id), CONNECTION], cwd)
-
-
-def list_nodes(flwr_home: Path, cwd: Path) -> list[dict[str, Any]]:
-    """The SuperLink's registered SuperNodes (``flwr supernode ls``)."""
-    return list(_flwr_json(flwr_home, ["supernode", "ls", CONNECTION], cwd).get("nodes", []))

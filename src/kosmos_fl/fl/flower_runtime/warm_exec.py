@@ -337,7 +337,8 @@ def _run_serverapp(task: dict[str, Any], certificates: bytes | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m kosmos_fl.fl.flower_runtime.warm_exec --runtime-api-address HOST:PORT
-    [--parent-pid PID] [--root-certificates CA] [--task-poll-interval SECONDS]``."""
+    [--parent-pid PID] [--root-certificates CA] [--task-poll-interval SECONDS]
+    [--superexec-auth-secret-file FILE]``."""
     argv = sys.argv[1:] if argv is None else argv
     if TEMPLATE_FLAG in argv:
         _template(train=NO_TRAIN_FLAG not in argv)
@@ -348,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root-certificates", default=None)
     parser.add_argument("--task-poll-interval", default=TASK_POLL_INTERVAL, help="seconds")
     parser.add_argument(NO_TRAIN_FLAG, action="store_true", help="the template warms up inference only")
+    parser.add_argument("--superexec-auth-secret-file", default=None, help="signs Runtime API calls")
     args = parser.parse_args(argv)
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", args.task_poll_interval)
 
@@ -359,9 +361,17 @@ def main(argv: list[str] | None = None) -> None:
         runtime_api_address=args.runtime_api_address,
         insecure=args.root_certificates is None,
         root_certificates_path=args.root_certificates,
+        superexec_auth_secret=_read_secret(args.superexec_auth_secret_file),
         parent_pid=args.parent_pid,
         runtime_dependency_install=False,
     )
+
+
+def _read_secret(path: str | None) -> bytes | None:
+    """The SuperExec authentication secret (Flower's, as ``flower-superexec`` reads it)."""
+    from flwr.supercore.auth.superexec_secret import load_superexec_auth_secret
+
+    return load_superexec_auth_secret(path) if path else None
 
 
 if __name__ == "__main__":

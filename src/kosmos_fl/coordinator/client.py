@@ -369,14 +369,16 @@ class KosmosClient:
         self._checked = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
         if not self._checked["criteria_are_met"]:
             log.warning("criteria not met: %s (registering as not eligible)", self._checked.get("reason"))
-        if not await self._connect():
-            return None
         try:
+            if not await self._connect():
+                return None
             await self.done.wait()
         finally:
             await self.supernode.stop()
             with contextlib.suppress(Exception):
                 await self.sio.disconnect()
+            if (http := self.sio.eio.http) is not None and not http.closed:
+                await http.close()  # left open by a failed connect (no "Unclosed client session")
         if self.refused is not None:
             raise KosmosError(f"the KOSMoS server refused this client: {self.refused}")
         if self._fatal is not None:

@@ -17,6 +17,7 @@ from kosmos_fl.cli._console import cli_logging, json_requested, say
 from kosmos_fl.cli.data import app as data_app
 from kosmos_fl.cli.machine import app as machine_app
 from kosmos_fl.cli.security import certs_app, clients_app
+from kosmos_fl.cli.session import app as session_app
 from kosmos_fl.errors import FederationError, KosmosError
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(data_app, name="data", help="Prepare, generate and inspect bearing
 app.add_typer(certs_app, name="certs", help="Development certificates (CA, server, clients).")
 app.add_typer(clients_app, name="clients", help="Onboard, list and revoke clients (credentials).")
 app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay, collect, status.")
+app.add_typer(session_app, name="session", help="Sessions of a running server: start one now.")
 config_app = typer.Typer(no_args_is_help=True)
 models_app = typer.Typer(no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Registered models: register a session's model again.")

@@ -107,13 +107,17 @@ class SessionSection(ConfigModel):
     data_path: str = "./data"
     work_dir: str = "./kosmos-work"
     registered_model_name: str | None = None
-    #: A new model version becomes ``<name>@champion`` (what ``predict``/``serve`` use by default)
-    #: only if its ``champion_metric`` on the server's test data is lower than the champion's by
-    #: ``champion_margin`` (relative: 0.02 = 2 % better), see kosmos_fl.fl.apps.champion.
     #: Session lifecycle: a new session starts at least ``min_interval`` seconds after the previous
     #: one started (eligible clients wait meanwhile), and this server runs at most ``max_sessions``.
     min_interval: float = Field(0.0, ge=0)
     max_sessions: int | None = Field(None, ge=1)
+    #: Cron expression (``minute hour day month weekday``, the server's local time): sessions start
+    #: only at these times, at most one per time (kosmos_fl.coordinator.lifecycle); unset: whenever
+    #: enough eligible clients wait. ``kosmos-fl session start`` starts one at any time.
+    schedule: str | None = None
+    #: A new model version becomes ``<name>@champion`` (what ``predict``/``serve`` use by default)
+    #: only if its ``champion_metric`` on the server's test data is lower than the champion's by
+    #: ``champion_margin`` (relative: 0.02 = 2 % better), see kosmos_fl.fl.apps.champion.
     champion_metric: str = Field("RMSE", min_length=1)
     champion_margin: float = Field(0.0, ge=0, lt=1)
     #: Updates a round needs to count (quorum); unset: all but one with 3+ clients, else all.
@@ -144,6 +148,21 @@ class SessionSection(ConfigModel):
     def _tags_as_strings(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is None or not value.strip():
+            return None
+        value = " ".join(value.split())
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                "expected a cron expression of 5 fields, minute hour day month weekday, "
+                "e.g. '0 2 * * *' (02:00 every day) or '*/30 * * * *' (every 30 minutes)"
+            )
         return value
 
     @field_validator("test_bearings", mode="before")

@@ -83,7 +83,8 @@ def test_json_stderr_turns_every_foreign_line_into_json() -> None:
 
 def test_a_flower_warning_is_printed_once() -> None:
     """Flower's logger has its own console handler and also propagates to ours: without taking it
-    over every Flower record was printed twice (text and JSON mode alike)."""
+    over every Flower record was printed twice (text and JSON mode alike); python-socketio adds one
+    of its own when a client is made."""
     import subprocess
     import sys
 
@@ -92,6 +93,8 @@ def test_a_flower_warning_is_printed_once() -> None:
         "from rich.console import Console; from kosmos_fl.logs import setup_logging\n"
         "setup_logging(fmt=sys.argv[1], console=Console(stderr=True))\n"
         "log(WARNING, 'the one flower warning')\n"
+        "import socketio; socketio.AsyncClient(logger=False)\n"  # adds its own handler unless a level is set
+        "import logging; logging.getLogger('socketio.client').error('the one socketio error')\n"
     )
     for fmt in ("text", "json"):
         res = subprocess.run(
@@ -99,5 +102,6 @@ def test_a_flower_warning_is_printed_once() -> None:
         )
         lines = [line for line in res.stderr.splitlines() if "the one flower warning" in line]
         assert len(lines) == 1, res.stderr
+        assert len([line for line in res.stderr.splitlines() if "the one socketio error" in line]) == 1
         if fmt == "json":
             assert json.loads(lines[0])["logger"] == "flwr"

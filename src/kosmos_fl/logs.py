@@ -114,9 +114,13 @@ def json_line(level: str, logger: str, msg: str) -> str:
     return json.dumps(doc)
 
 
+#: python-socketio / python-engineio add a bare StreamHandler to these when a client or server is
+#: made while the logger's level is unset (each record then printed twice): a level set first stops it.
+SOCKETIO_LOGGERS = ("socketio.client", "socketio.server", "engineio.client", "engineio.server")
+
 #: Loggers of libraries that print through console handlers of their own (Flower: at import;
 #: MLflow, and the SQLAlchemy / Alembic / Huey loggers it configures: when ``mlflow`` is imported).
-LIBRARY_LOGGERS = ("flwr", "mlflow", "alembic", "sqlalchemy.engine", "huey")
+LIBRARY_LOGGERS = ("flwr", "mlflow", "alembic", "sqlalchemy.engine", "huey", *SOCKETIO_LOGGERS)
 
 
 def adopt_library_loggers() -> None:
@@ -253,4 +257,7 @@ def setup_logging(verbose: bool = False, fmt: LogFormat = "text", console: Any =
     handler.addFilter(ContextFilter())
     handler.addFilter(SafeTextFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    for name in SOCKETIO_LOGGERS:  # (what python-socketio itself would set: INFO with logger=True)
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
     adopt_library_loggers()

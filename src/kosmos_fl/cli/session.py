@@ -21,8 +21,9 @@ from kosmos_fl.errors import ConfigError, FederationError
 
 app = typer.Typer(no_args_is_help=True)
 
-#: Hosts a server listens on that a local caller reaches on loopback.
-_ANY = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+#: Wildcard listeners a local caller reaches on loopback (``localhost`` for IPv6: both loopback
+#: addresses are tried, and it is a name the development certificate holds, ``::1`` is not).
+_ANY = {"0.0.0.0": "127.0.0.1", "::": "localhost", "": "127.0.0.1"}
 
 
 def _target(config: Path | None, url: str | None, token: str | None) -> tuple[str, str | None, Any]:

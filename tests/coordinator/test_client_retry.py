@@ -133,9 +133,16 @@ def test_a_client_configured_forever_keeps_trying(tmp_path: Path, clean_env: dic
                 proc.wait()
 
 
-def test_a_lost_server_is_given_up_on_too(tmp_path: Path) -> None:
-    """Connected, then the server goes away for good: the reconnection has the same budget."""
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [("dropped", "again after 2 reconnection attempts"), ("closed", "after 2 attempts")],
+)
+def test_a_lost_server_is_given_up_on_too(tmp_path: Path, how: str, said: str) -> None:
+    """Connected, then the server goes away for good: the reconnection has the same budget, after a
+    dropped connection (python-socketio reconnects) and after the server closed it (a restart: the
+    client connects again itself)."""
     port = _free_port()
+    sids: list[str] = []
 
     async def scenario() -> None:
         sio = socketio.AsyncServer(async_mode="aiohttp")
@@ -145,9 +152,10 @@ def test_a_lost_server_is_given_up_on_too(tmp_path: Path) -> None:
 
         @sio.event
         async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+            sids.append(sid)
             connected.set()
 
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)  # drop the open WebSocket at once
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         cfg = ClientConfig(
@@ -157,8 +165,10 @@ def test_a_lost_server_is_given_up_on_too(tmp_path: Path) -> None:
         client = KosmosClient(cfg, tmp_path)
         task = asyncio.create_task(client.run())
         await asyncio.wait_for(connected.wait(), 30)
+        if how == "closed":
+            await sio.disconnect(sids[0])
         await runner.cleanup()  # the server is gone and does not come back
-        with pytest.raises(KosmosError, match=rf"127\.0\.0\.1:{port} .*retry_attempts: forever"):
+        with pytest.raises(KosmosError, match=rf"127\.0\.0\.1:{port} {said}.*retry_attempts: forever"):
             await asyncio.wait_for(task, 60)
 
     asyncio.run(scenario())

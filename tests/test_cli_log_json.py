@@ -123,3 +123,25 @@ def test_a_bad_config_with_log_json_is_one_json_error_line(
     errors = [r for r in rows if r["level"] == "error"]
     assert len(errors) == 1 and "not valid YAML" in errors[0]["msg"], rows
     assert errors[0]["logger"] == "kosmos_fl.cli"
+
+
+@pytest.mark.e2e
+def test_log_format_json_in_the_config_covers_its_own_warnings(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """``log_format: json`` is known only once the file was read; a warning about the file itself
+    (a 2021 key) is held until then and written as JSON too."""
+    (tmp_path / "client.yaml").write_text(
+        f"log_format: json\nclient_type: BasicClient\nsocketio_address: 127.0.0.1:{_free_port()}\n"
+        f"retry_attempts: 1\nwork_dir: {tmp_path / 'work'}\n",
+        encoding="utf-8",
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "kosmos_fl.cli", "client"],
+        cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    rows = _json_lines(res.stderr)
+    (note,) = [r for r in rows if "client_type" in r["msg"]]
+    assert note["level"] == "warning" and note["logger"] == "kosmos_fl.config"
+    assert rows[-1]["level"] == "error", rows

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from kosmos_fl import __version__
-from kosmos_fl.cli._console import cli_logging, json_requested, say
+from kosmos_fl.cli._console import cli_logging, json_requested, say, setting_up_logs
 from kosmos_fl.cli.data import app as data_app
 from kosmos_fl.cli.machine import app as machine_app
 from kosmos_fl.cli.security import certs_app, clients_app
@@ -89,8 +89,9 @@ def server(
     config = config or _default_file("config.yaml")
     if log_json:  # JSON from the first line on, also for the config's own warnings
         cli_logging(verbose, True)
-    cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
-    cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
+    with setting_up_logs():  # (else its warnings wait for the log_format it says)
+        cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
+        cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
 
     def reload() -> ServerConfig:  # SIGHUP: the same file and environment, read again
@@ -119,8 +120,9 @@ def client(
     config = config or _default_file("client.yaml")
     if log_json:
         cli_logging(verbose, True)
-    cfg = load_client_config(config, client_name=name, insecure=insecure or None)
-    cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
+    with setting_up_logs():
+        cfg = load_client_config(config, client_name=name, insecure=insecure or None)
+        cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     kc = KosmosClient(cfg, base, once=once)
     with contextlib.suppress(KeyboardInterrupt):

@@ -334,7 +334,7 @@ class KosmosClient:
                 attempt += 1
                 budget = self.config.retry_budget
                 if budget is not None and attempt >= budget:
-                    raise self._gave_up(f"after {attempt} attempts ({exc})") from None
+                    raise self._gave_up(f"after {attempt} attempt{'s' * (attempt > 1)} ({exc})") from None
                 log.warning("server %s not reachable (%s); retrying in %.1f s", url, exc, delay)
                 with contextlib.suppress(TimeoutError):  # a stop signal ends the wait early
                     await asyncio.wait_for(self.done.wait(), delay * (0.5 + random.random()))

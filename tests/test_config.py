@@ -28,12 +28,14 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_are_the_2021_ones() -> None:
+def test_defaults_are_the_shipped_ones() -> None:
+    """The 2021 keys and addresses; rounds and training of the shipped, tuned config.yaml (issue 20,
+    tests/test_config_defaults.py)."""
     cfg = load_server_config(None)
     assert cfg.num_clients == 3
     assert cfg.socketio_address == "0.0.0.0:6000"
     assert cfg.mlflow_experiment_name == "Default"
-    assert cfg.n_federated_train_epoch == 5
+    assert cfg.n_federated_train_epoch == 13
     assert cfg.test_bearings == DEFAULT_TEST_BEARINGS
     assert len(cfg.test_bearings) == 11
     assert cfg.usecase.name == "BearingUseCase"

@@ -90,11 +90,8 @@ def run_demo(
     work_dir.mkdir(parents=True, exist_ok=True)
     config = config or (Path("config.yaml") if Path("config.yaml").is_file() else None)
     base = load_server_config(config)
-    if config is None:  # say so: the built-in values are the 2021 ones, not the tuned config.yaml
-        console.print(
-            "[yellow]No ./config.yaml here: using the built-in (2021) defaults; run from the project "
-            "folder or pass --config config.yaml for the tuned settings[/]"
-        )
+    if config is None:  # the built-in defaults are the shipped config.yaml's values
+        console.print("No ./config.yaml here: using the built-in defaults (those of the shipped config.yaml)")
     else:
         console.print(f"Config: {config}")
     if usecase != "BearingUseCase" and data is None:

@@ -36,7 +36,11 @@ def _server(data: Path, **values: Any) -> dict[str, Any]:
 
 
 def _client(data: Path, bearing: str) -> dict[str, Any]:
-    return {"data_path": str(data), "bearings": [bearing], "torch_threads": 1, "retry_max": 2.0}
+    # retry_attempts: the clients outlive the server's restart (default: they give up after ~2 min)
+    return {
+        "data_path": str(data), "bearings": [bearing], "torch_threads": 1, "retry_max": 2.0,
+        "retry_attempts": "forever",
+    }  # fmt: skip
 
 
 def _events(fed: Federation) -> list[dict[str, Any]]:

@@ -58,6 +58,7 @@ def test_cut_client_is_dropped_and_the_others_train(
         "torch_threads": 1,
         "retry_initial": 0.5,
         "retry_max": 2.0,
+        "retry_attempts": "forever",  # site-a waits out the cut (the default gives up after ~2 min)
         "insecure": True,
     }
     bearings = {"a": ["Bearing1_1"], "b": ["Bearing1_2"], "c": ["Bearing2_1", "Bearing2_2"]}

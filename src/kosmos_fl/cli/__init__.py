@@ -13,10 +13,11 @@ from pathlib import Path
 import typer
 
 from kosmos_fl import __version__
-from kosmos_fl.cli._console import cli_logging, err_console
+from kosmos_fl.cli._console import cli_logging, json_requested, say, setting_up_logs
 from kosmos_fl.cli.data import app as data_app
 from kosmos_fl.cli.machine import app as machine_app
 from kosmos_fl.cli.security import certs_app, clients_app
+from kosmos_fl.cli.session import app as session_app
 from kosmos_fl.errors import FederationError, KosmosError
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(data_app, name="data", help="Prepare, generate and inspect bearing
 app.add_typer(certs_app, name="certs", help="Development certificates (CA, server, clients).")
 app.add_typer(clients_app, name="clients", help="Onboard, list and revoke clients (credentials).")
 app.add_typer(machine_app, name="machine", help="Machine data over MQTT: replay, collect, status.")
+app.add_typer(session_app, name="session", help="Sessions of a running server: start one now.")
 config_app = typer.Typer(no_args_is_help=True)
 models_app = typer.Typer(no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Registered models: register a session's model again.")
@@ -85,8 +87,11 @@ def server(
     from kosmos_fl.coordinator.server import serve
 
     config = config or _default_file("config.yaml")
-    cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
-    cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
+    if log_json:  # JSON from the first line on, also for the config's own warnings
+        cli_logging(verbose, True)
+    with setting_up_logs():  # (else its warnings wait for the log_format it says)
+        cfg = load_server_config(config, resume=resume or None, insecure=insecure or None)
+        cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
 
     def reload() -> ServerConfig:  # SIGHUP: the same file and environment, read again
@@ -113,15 +118,18 @@ def client(
     from kosmos_fl.coordinator.client import KosmosClient
 
     config = config or _default_file("client.yaml")
-    cfg = load_client_config(config, client_name=name, insecure=insecure or None)
-    cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
+    if log_json:
+        cli_logging(verbose, True)
+    with setting_up_logs():
+        cfg = load_client_config(config, client_name=name, insecure=insecure or None)
+        cli_logging(verbose or cfg.debug, log_json or cfg.log_format == "json")
     base = config.parent.resolve() if config else Path.cwd()
     kc = KosmosClient(cfg, base, once=once)
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(kc.run())
         if kc.signals:  # Ctrl-C or SIGTERM: one line, no traceback; 130 after SIGINT as shells expect
             how = "interrupted (Ctrl-C)" if signal.SIGINT in kc.signals else "stopped (SIGTERM)"
-            err_console.print(f"client {kc.name}: {how}; left the server cleanly", highlight=False)
+            say(f"client {kc.name}: {how}; left the server cleanly")
             sys.exit(130 if signal.SIGINT in kc.signals else 0)
         if once and (result is None or result.get("status") != "completed"):
             raise FederationError(f"the session did not complete: {(result or {}).get('reason')}")
@@ -284,14 +292,16 @@ def config_migrate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the Typer app and turn user errors into one clean line."""
+    """Entry point: run the Typer app and turn user errors into one clean line (a JSON object with
+    ``--log-json``)."""
+    args = sys.argv[1:] if argv is None else argv
     try:
         app(args=argv, standalone_mode=False)
     except KosmosError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say(str(exc), level="error", markup=f"[bold red]error:[/] {exc}", json_logs=json_requested(args))
         sys.exit(2)
     except typer.Abort:
-        err_console.print("aborted")
+        say("aborted", json_logs=json_requested(args))
         sys.exit(130)
     except SystemExit:
         raise
@@ -299,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
         import click
 
         if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+            if json_requested(args):
+                say(exc.format_message(), level="error", json_logs=True)
+            else:
+                exc.show()
             sys.exit(exc.exit_code)
         raise

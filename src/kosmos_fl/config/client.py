@@ -11,6 +11,9 @@ from kosmos_fl.config.edge import EdgeConfig
 from kosmos_fl.config.network import split_address
 from kosmos_fl.config.session import UseCaseConfig, usecase_defaults
 
+#: Connection attempts of a client before it gives up (about 2 minutes of back-off).
+DEFAULT_RETRY_ATTEMPTS = 9
+
 #: Keys of a ``per_client`` block that say where the data is, not how to train.
 SITE_KEYS = frozenset({"test_bearings", "units", "bearings", "file_path", "data_path"})
 
@@ -66,7 +69,10 @@ class ClientConfig(ConfigModel):
     #: Reconnect back-off bounds (seconds) for the control plane.
     retry_initial: float = Field(1.0, gt=0)
     retry_max: float = Field(30.0, gt=0)
-    retry_attempts: int = Field(0, ge=0, description="0 retries forever")
+    #: Connection attempts before the client gives up (exit 2, naming the server and this key):
+    #: the default 9 waits about 2 minutes (1, 2, 4, 8, 16, 30, 30, 30 s between attempts).
+    #: ``forever`` keeps trying, as deployed long-running clients should; ``0`` is its old spelling.
+    retry_attempts: int | Literal["forever"] = Field(DEFAULT_RETRY_ATTEMPTS)
     #: Security (docs/SECURITY.md): ``production`` refuses to start without TLS and credentials.
     profile: Literal["development", "production"] = "development"
     #: Accept plain traffic to a non-loopback server (prints a warning); never in production.
@@ -80,6 +86,26 @@ class ClientConfig(ConfigModel):
     edge: EdgeConfig | None = None
     #: ``json``: one JSON object per log line with session and client ids (``--log-json``).
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("retry_attempts", mode="before")
+    @classmethod
+    def _attempts(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "forever":
+            return "forever"
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("expected a number of attempts (1 or more) or 'forever'")
+        try:
+            attempts = int(value)
+        except ValueError:
+            raise ValueError("expected a number of attempts (1 or more) or 'forever'") from None
+        if attempts < 0:
+            raise ValueError("expected a number of attempts (1 or more) or 'forever'")
+        return "forever" if attempts == 0 else attempts  # 0: the old spelling of forever
+
+    @property
+    def retry_budget(self) -> int | None:
+        """Connection attempts before giving up; None: forever."""
+        return None if self.retry_attempts == "forever" else self.retry_attempts
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> Self:

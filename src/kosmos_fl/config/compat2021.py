@@ -26,6 +26,17 @@ _USECASE_KEYS = frozenset({"name", "params", "broadcast", "broadcast_params"})
 #: 2021 turbofan PostgreSQL parameters, folded into a DSN ``data_path`` and the ``table`` parameter.
 _PG_KEYS = ("user_name", "table_name", "password", "host", "port")
 
+#: The server defaults kosmos-fl had before issue 20 (modelled on the 2021 release: 5 rounds, the
+#: use case's own model, 1 local epoch of batch 32 at 0.001, no tags), for keys a config leaves out.
+#: Today's defaults are the shipped config.yaml's (the tuned ``ratio`` model, 13 rounds); a 2021
+#: setup that relied on the old ones writes these keys into its file (docs/MIGRATING-2021.md).
+DEFAULTS_2021: dict[str, Any] = {
+    "n_federated_train_epoch": 5,
+    "tags": {},
+    "usecase": {"name": "BearingUseCase", "params": {}, "broadcast_params": {}},
+    "training": {"local_epochs": 1, "learning_rate": 0.001, "batch_size": 32, "seed": 42},
+}
+
 #: Top-level keys that only a server config has (used to tell the two 2021 files apart).
 _SERVER_ONLY = frozenset(
     {"num_clients", "n_federated_train_epoch", "mlflow_server_address", "mlflow_experiment_name", "tags"}
@@ -222,6 +233,13 @@ def migrate(path: Path, kind: Kind | None = None) -> tuple[Kind, str, list[str]]
     build(ServerConfig if kind == "server" else ClientConfig, data)
     header = f"# {kind} config migrated from the 2021 KOSMoS file {path.name} (docs/MIGRATING-2021.md)\n"
     dropped = "".join(f"# dropped: {n}\n" for n in notes)
+    former = {k: v for k, v in DEFAULTS_2021.items() if k not in data} if kind == "server" else {}
+    if former:
+        dropped += (
+            "# note: keys left out take the shipped config.yaml's values (the tuned model); to keep "
+            "kosmos-fl's former defaults, add:\n"
+            + "".join(f"#   {line}\n" for line in yaml.safe_dump(former, sort_keys=False).splitlines())
+        )
     if kind == "client" and "usecase" not in data and data.get("per_client"):
         dropped += (
             "# note: a 2021 client served whichever use case the server ran; today a client names "

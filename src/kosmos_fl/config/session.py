@@ -53,6 +53,19 @@ def decide_quorum(
     return quorum
 
 
+#: The bearing model of the shipped ``config.yaml``, chosen on the real bearings (docs/RESULTS.md):
+#: the default use case's broadcast parameters. The package's defaults are that file's values (one
+#: source of truth, checked by tests/test_config_defaults.py); the values kosmos-fl used before
+#: issue 20 are :data:`kosmos_fl.config.compat2021.DEFAULTS_2021`.
+TUNED_BEARING_PARAMS: dict[str, Any] = {
+    "model": "ratio",
+    "point_quantile": 0.2,
+    "rows_per_bearing": 3000,
+    "smooth_span": 0.0,
+    "interval_scale": 1.0,
+}
+
+
 class StrategyConfig(ConfigModel):
     """Which Flower strategy aggregates the client updates, and its keyword arguments."""
 
@@ -72,12 +85,19 @@ class UseCaseConfig(ConfigModel):
     broadcast_params: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainingConfig(ConfigModel):
-    """Local training on each client, sent to clients with every round."""
+def _tuned_usecase() -> UseCaseConfig:
+    """The default ``usecase`` block: the bearing use case with the tuned model. A ``usecase``
+    block in a file replaces it as a whole (``broadcast_params`` left out: the use case's own)."""
+    return UseCaseConfig(name="BearingUseCase", broadcast_params=dict(TUNED_BEARING_PARAMS))
 
-    local_epochs: int = Field(1, ge=1, le=1000)
-    learning_rate: float = Field(1e-3, gt=0, le=10)
-    batch_size: int = Field(32, ge=1, le=65536)
+
+class TrainingConfig(ConfigModel):
+    """Local training on each client, sent to clients with every round (defaults: the tuned
+    ``config.yaml``, 3 local epochs of batch 256; 2021: 1 epoch of batch 32 at 0.001)."""
+
+    local_epochs: int = Field(3, ge=1, le=1000)
+    learning_rate: float = Field(0.01, gt=0, le=10)
+    batch_size: int = Field(256, ge=1, le=65536)
     seed: int = 42
 
 
@@ -93,9 +113,10 @@ class SessionSection(ConfigModel):
 
     num_clients: int = Field(3, ge=1, le=10_000)
     mlflow_experiment_name: str = Field("Default", min_length=1)
-    tags: dict[str, str] = Field(default_factory=dict)
-    n_federated_train_epoch: int = Field(5, ge=1, le=100_000)
-    usecase: UseCaseConfig = Field(default_factory=UseCaseConfig)
+    tags: dict[str, str] = Field(default_factory=lambda: {"project": "kosmos"})
+    #: 13 rounds x 3 local epochs (docs/RESULTS.md); 2021: 5
+    n_federated_train_epoch: int = Field(13, ge=1, le=100_000)
+    usecase: UseCaseConfig = Field(default_factory=_tuned_usecase)
     #: Held-out units the server evaluates every round (bearings; engine units for turbofan);
     #: unset: the use case's own default (the bearing use case: the 11 PHM 2012 test bearings).
     test_bearings: tuple[str, ...] = Field(
@@ -107,13 +128,17 @@ class SessionSection(ConfigModel):
     data_path: str = "./data"
     work_dir: str = "./kosmos-work"
     registered_model_name: str | None = None
-    #: A new model version becomes ``<name>@champion`` (what ``predict``/``serve`` use by default)
-    #: only if its ``champion_metric`` on the server's test data is lower than the champion's by
-    #: ``champion_margin`` (relative: 0.02 = 2 % better), see kosmos_fl.fl.apps.champion.
     #: Session lifecycle: a new session starts at least ``min_interval`` seconds after the previous
     #: one started (eligible clients wait meanwhile), and this server runs at most ``max_sessions``.
     min_interval: float = Field(0.0, ge=0)
     max_sessions: int | None = Field(None, ge=1)
+    #: Cron expression (``minute hour day month weekday``, the server's local time): sessions start
+    #: only at these times, at most one per time (kosmos_fl.coordinator.lifecycle); unset: whenever
+    #: enough eligible clients wait. ``kosmos-fl session start`` starts one at any time.
+    schedule: str | None = None
+    #: A new model version becomes ``<name>@champion`` (what ``predict``/``serve`` use by default)
+    #: only if its ``champion_metric`` on the server's test data is lower than the champion's by
+    #: ``champion_margin`` (relative: 0.02 = 2 % better), see kosmos_fl.fl.apps.champion.
     champion_metric: str = Field("RMSE", min_length=1)
     champion_margin: float = Field(0.0, ge=0, lt=1)
     #: Updates a round needs to count (quorum); unset: all but one with 3+ clients, else all.
@@ -144,6 +169,21 @@ class SessionSection(ConfigModel):
     def _tags_as_strings(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is None or not value.strip():
+            return None
+        value = " ".join(value.split())
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                "expected a cron expression of 5 fields, minute hour day month weekday, "
+                "e.g. '0 2 * * *' (02:00 every day) or '*/30 * * * *' (every 30 minutes)"
+            )
         return value
 
     @field_validator("test_bearings", mode="before")

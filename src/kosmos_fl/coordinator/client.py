@@ -148,6 +148,7 @@ class KosmosClient:
             reconnection=True,
             reconnection_delay=config.retry_initial,
             reconnection_delay_max=config.retry_max,
+            reconnection_attempts=config.retry_budget or 0,  # 0: python-socketio's forever
             logger=config.debug,
             engineio_logger=config.debug,
             websocket_extra_options={"ssl": ssl_ctx} if ssl_ctx is not None else None,
@@ -159,6 +160,7 @@ class KosmosClient:
         self.sio.on("start_train", self.on_start_train)
         self.sio.on("end_train", self.on_end_train)
         self.sio.on("error", self.on_error)
+        self.sio.on("__disconnect_final", self.on_reconnect_ended)
 
     async def register(self) -> None:
         answer, self._checked = self._checked, None  # the check made just before connecting
@@ -330,15 +332,27 @@ class KosmosClient:
                 if self.done.is_set():
                     return False
                 attempt += 1
-                if self.config.retry_attempts and attempt >= self.config.retry_attempts:
-                    raise KosmosError(
-                        f"cannot reach the KOSMoS server at {self.config.socketio_address} after "
-                        f"{attempt} attempts ({exc}); check socketio_address and that the server runs"
-                    ) from None
+                budget = self.config.retry_budget
+                if budget is not None and attempt >= budget:
+                    raise self._gave_up(f"after {attempt} attempt{'s' * (attempt > 1)} ({exc})") from None
                 log.warning("server %s not reachable (%s); retrying in %.1f s", url, exc, delay)
                 with contextlib.suppress(TimeoutError):  # a stop signal ends the wait early
                     await asyncio.wait_for(self.done.wait(), delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.config.retry_max)
+
+    def _gave_up(self, how: str) -> KosmosError:
+        return KosmosError(
+            f"cannot reach the KOSMoS server at {self.config.socketio_address} {how}; check "
+            "socketio_address and that the server runs, or set retry_attempts: forever in the client "
+            "config (DYNACONF_retry_attempts=forever) to keep trying"
+        )
+
+    async def on_reconnect_ended(self) -> None:
+        """python-socketio stopped reconnecting after a lost connection: out of ``retry_attempts``
+        (or stopped by us, then nothing to say)."""
+        if not self.done.is_set() and not self.sio.connected:
+            self._fatal = self._gave_up(f"again after {self.config.retry_attempts} reconnection attempts")
+            self.done.set()
 
     async def _reconnect(self) -> None:
         """After the server closed the connection itself (a graceful restart): python-socketio
@@ -369,14 +383,16 @@ class KosmosClient:
         self._checked = await asyncio.to_thread(check_criteria, self.config, self.base_dir, self.edge)
         if not self._checked["criteria_are_met"]:
             log.warning("criteria not met: %s (registering as not eligible)", self._checked.get("reason"))
-        if not await self._connect():
-            return None
         try:
+            if not await self._connect():
+                return None
             await self.done.wait()
         finally:
             await self.supernode.stop()
             with contextlib.suppress(Exception):
                 await self.sio.disconnect()
+            if (http := self.sio.eio.http) is not None and not http.closed:
+                await http.close()  # left open by a failed connect (no "Unclosed client session")
         if self.refused is not None:
             raise KosmosError(f"the KOSMoS server refused this client: {self.refused}")
         if self._fatal is not None:

@@ -25,8 +25,8 @@ from aiohttp import web
 
 from kosmos_fl import __version__
 from kosmos_fl.config import ServerConfig, split_address
-from kosmos_fl.coordinator import dashboard
-from kosmos_fl.coordinator.admin_auth import host_allowed, refuse_host
+from kosmos_fl.coordinator import dashboard, lifecycle
+from kosmos_fl.coordinator.admin_auth import host_allowed, protect, refuse_host
 from kosmos_fl.coordinator.admission import Admission, ClientRecord
 from kosmos_fl.coordinator.guard import GuardedServer, raise_fd_limit
 from kosmos_fl.coordinator.reload import config_changes
@@ -85,6 +85,9 @@ class Coordinator:
         self.app.router.add_get("/status", self.http_status)
         self.app.router.add_get("/health", self.http_health)
         self.dashboard = dashboard.attach(self)  # /dashboard, /metrics (admin side)
+        self.app.router.add_post(
+            "/sessions/start", protect(self.http_start_session, self._admin_token, self.dashboard.admin_hosts)
+        )
         # validate the strategy before anyone connects: a typo must fail at start-up
         strategies.build(
             config.strategy.name, config.strategy.params, config.num_clients, self.sessions.min_fit_clients
@@ -156,6 +159,22 @@ class Coordinator:
             log.warning("refused /status to %s: served on loopback only", request.remote)
             return web.json_response({"detail": "/status is served to loopback clients only"}, status=403)
         return web.json_response(self.status())
+
+    def _admin_token(self) -> str | None:
+        token = self.config.admin_token
+        return token.get_secret_value() if token is not None else None
+
+    async def http_start_session(self, request: web.Request) -> web.Response:
+        """``kosmos-fl session start`` (admin side): start a session now if enough eligible clients
+        wait; 409 with the reason when not. JSON only: a web page cannot post it across sites
+        without a CORS preflight, which this server never grants."""
+        if request.content_type != "application/json":
+            return web.json_response(
+                {"started": False, "message": "send the request as Content-Type: application/json"},
+                status=415,
+            )
+        started, message = await lifecycle.start_now(self.sessions)
+        return web.json_response({"started": started, "message": message}, status=200 if started else 409)
 
     async def http_health(self, request: web.Request) -> web.Response:
         # the SuperLink and its warm SuperExec (without it no session's ServerApp starts)

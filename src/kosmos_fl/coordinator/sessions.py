@@ -104,7 +104,7 @@ class SessionRunner:
         self._lock = asyncio.Lock()
         #: an interrupted session to continue before any new one (``--resume``)
         self.resume_point: resume.ResumePoint | None = None
-        self.schedule = SessionSchedule()  # min_interval, max_sessions
+        self.schedule = SessionSchedule()  # min_interval, max_sessions, schedule
         #: the MLflow store created/migrated and the experiment made at server start (issue 18)
         self._tracking_ready: asyncio.Task[str] | None = None
 
@@ -161,8 +161,9 @@ class SessionRunner:
                 return
             cfg = self.config
             if self.resume_point is None and not self.schedule.allows(
-                cfg.min_interval, cfg.max_sessions, len(self.pool.waiting), self.maybe_start_session
-            ):
+                cfg.min_interval, cfg.max_sessions, len(self.pool.waiting), self.maybe_start_session,
+                cfg.schedule,
+            ):  # fmt: skip
                 return
             sids = self.pool.waiting[: self.config.num_clients]
             del self.pool.waiting[: self.config.num_clients]

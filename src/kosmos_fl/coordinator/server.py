@@ -85,6 +85,7 @@ class Coordinator:
         self.app.router.add_get("/status", self.http_status)
         self.app.router.add_get("/health", self.http_health)
         self.dashboard = dashboard.attach(self)  # /dashboard, /metrics (admin side)
+        self.dashboard.metrics.tracking_backlog.set_function(lambda: self.sessions.drainer.backlog)
         # validate the strategy before anyone connects: a typo must fail at start-up
         strategies.build(
             config.strategy.name, config.strategy.params, config.num_clients, self.sessions.min_fit_clients

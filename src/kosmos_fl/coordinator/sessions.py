@@ -26,10 +26,11 @@ from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.lifecycle import SessionSchedule
 from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
+from kosmos_fl.fl.apps.model_registry import register_saved
 from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.fl.rounds.liveness import mark_dead, write_nodes
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum, private_dir
-from kosmos_fl.fl.tracking import create_session_run, ensure_experiment, fail_run
+from kosmos_fl.fl.tracking import Drainer, create_session_run, ensure_experiment, queue_failure, queue_reopen
 from kosmos_fl.logs import bind_session
 from kosmos_fl.redact import redact
 from kosmos_fl.usecases.base import UseCase
@@ -105,11 +106,15 @@ class SessionRunner:
         self.schedule = SessionSchedule()  # min_interval, max_sessions
         #: the MLflow store created/migrated and the experiment made at server start (issue 18)
         self._tracking_ready: asyncio.Task[str] | None = None
+        #: delivers the outboxes of sessions no ServerApp sends any more (issue 21), in a thread
+        self.drainer = Drainer(self.work_dir / "sessions", mlflow_uri, {"model": register_saved})
 
     def prepare_tracking(self) -> None:
         """Create (or migrate) the MLflow store and the experiment now, in the background, so that
         the first session does not wait seconds for it after its clients are ready. A failure here
-        is only logged: the session's own ``create_session_run`` then reports it as before."""
+        is only logged: the session's own ``create_session_run`` then reports it as before. The
+        outbox drainer starts too: what earlier sessions could not tell MLflow goes out now."""
+        self.drainer.start()
         self._tracking_ready = asyncio.create_task(
             asyncio.to_thread(ensure_experiment, self.mlflow_uri, self.config.mlflow_experiment_name)
         )
@@ -244,8 +249,8 @@ class SessionRunner:
 
     async def _start_resumed(self, s: Session, point: resume.ResumePoint) -> None:
         """Continue an interrupted session: same id, folder and MLflow run, a new Flower run."""
-        await self._tracking_prepared()
-        await asyncio.to_thread(resume.reopen_run, self.mlflow_uri, s.mlflow_run_id, point.round)
+        # the run goes back to RUNNING through the outbox: a resume does not wait for MLflow
+        queue_reopen(s.out_dir, s.mlflow_run_id, point.round)
         # client ids are handed out afresh to the clients present now
         folder = SessionFolder(s.out_dir)
         folder.dead_clients_file.unlink(missing_ok=True)
@@ -320,18 +325,20 @@ class SessionRunner:
             if not SessionFolder(s.out_dir).result_file.exists():  # never offered for --resume
                 with contextlib.suppress(KosmosError, OSError):  # full disk: MLflow's tag tells
                     SessionFolder(s.out_dir).write_result(result)
-            # both best effort and independent: at once, so the clients hear sooner
-            reason = str(result.get("reason"))
-            cleanup = (
-                [asyncio.to_thread(fail_run, self.mlflow_uri, s.mlflow_run_id, reason)]
-                if s.mlflow_run_id
-                else []
-            )
+            if s.mlflow_run_id:  # through the outbox: delivered once MLflow answers, even after a restart
+                with contextlib.suppress(KosmosError, OSError):
+                    queue_failure(s.out_dir, s.mlflow_run_id, str(result.get("reason")))
             if s.flower_run_id is not None:
-                cleanup.append(asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id))
-            await asyncio.gather(*cleanup, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id)
+        elif result.get("tracking") == "pending":
+            log.warning(
+                "session %s completed; MLflow was unreachable, so its model is registered and its run "
+                "ended once MLflow answers (outbox: %s)", s.session_id, SessionFolder(s.out_dir).outbox_file,
+            )  # fmt: skip
         else:
             log.info("session %s completed: %s", s.session_id, result.get("model_uri"))
+        self.drainer.wake()  # what the ServerApp left in the outbox goes out now
         end = EndTrain(
             session_id=s.session_id,
             status="completed" if result.get("status") == "completed" else "failed",

@@ -1,15 +1,18 @@
-"""MLflow wiring: where runs live, one run per session, model logging and registration."""
+"""MLflow wiring: where runs live, one run per session, and the session's tracking through its
+outbox (:mod:`~kosmos_fl.fl.tracking.outbox`, delivered by :mod:`~kosmos_fl.fl.tracking.sender`):
+training never waits on MLflow nor fails because it is down (issue 21)."""
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 from kosmos_fl.errors import ConfigError
-from kosmos_fl.fl.session import SessionSpec
+from kosmos_fl.fl.session import SessionFolder, SessionSpec
+from kosmos_fl.fl.tracking.outbox import Entry, Outbox, final_entries, metrics_entry
+from kosmos_fl.fl.tracking.sender import Background, Drainer, Handler, Sender
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -74,13 +77,34 @@ def create_session_run(uri: str, experiment: str, run_name: str, tags: dict[str,
 
 
 def fail_run(uri: str, run_id: str, reason: str) -> None:
-    """Mark a run FAILED with the reason as a tag (used when a session dies)."""
+    """Mark a run FAILED with the reason as a tag, at once (a direct MLflow call; sessions use
+    :func:`queue_failure`, which survives an outage)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     client.set_tag(run_id, "kosmos.status", "failed")
     client.set_tag(run_id, "kosmos.failure_reason", reason[:4900])
     client.set_terminated(run_id, status="FAILED")
+
+
+def queue_failure(out_dir: Path, run_id: str, reason: str) -> None:
+    """Put the run's failure (status, reason, FAILED) in the session's outbox: delivered by the
+    session's sender or the coordinator's drainer as soon as MLflow answers, even after a restart."""
+    outbox = Outbox(SessionFolder(out_dir))
+    for entry in final_entries(run_id, "failed", reason):
+        outbox.append(entry)
+
+
+def queue_reopen(out_dir: Path, run_id: str, from_round: int) -> None:
+    """A resumed session's run: back to RUNNING, tagged ``resumed``, the stale failure reason gone."""
+    outbox = Outbox(SessionFolder(out_dir))
+    for entry in (
+        {"kind": "status", "run": run_id, "status": "RUNNING"},
+        {"kind": "tag", "run": run_id, "key": "kosmos.status", "value": "resumed"},
+        {"kind": "tag", "run": run_id, "key": "kosmos.resumed_after_round", "value": str(from_round)},
+        {"kind": "delete_tag", "run": run_id, "key": "kosmos.failure_reason"},
+    ):
+        outbox.append(entry)
 
 
 def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -141,37 +165,85 @@ def params_2021(spec: Any, model: Any, usecase: Any = None) -> dict[str, Any]:
 
 
 class SessionTracker:
-    """Thin MLflow logger bound to the session's run (created beforehand by the coordinator)."""
+    """The session's tracking, bound to its run (created beforehand by the coordinator): every
+    call writes to the outbox in the session folder and returns; a background sender delivers.
+    ``seconds`` adds up the time spent on tracking (the ``tracking_seconds`` round metric)."""
 
-    def __init__(self, spec: SessionSpec) -> None:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        mlflow.set_tracking_uri(spec.mlflow_tracking_uri)
-        self.client = MlflowClient(tracking_uri=spec.mlflow_tracking_uri)
+    def __init__(self, spec: SessionSpec, handlers: dict[str, Handler] | None = None) -> None:
         self.run_id = spec.mlflow_run_id
+        self.outbox = Outbox(SessionFolder(Path(spec.out_dir)))
+        self.sender = Sender(self.outbox, spec.mlflow_tracking_uri, handlers)
+        self.background = Background(self.sender)
+        self.seconds = 0.0
+
+    def _put(self, *entries: Entry) -> None:
+        t0 = time.monotonic()
+        for entry in entries:
+            self.outbox.append(entry)
+        self.background.wake()
+        self.seconds += time.monotonic() - t0
+
+    def take_seconds(self) -> float:
+        """Tracking time since the last call (and reset)."""
+        out, self.seconds = self.seconds, 0.0
+        return out
 
     def params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in flat_params(params).items()]
-        for i in range(0, len(items), 90):
-            self.client.log_batch(self.run_id, params=items[i : i + 90])
+        self._put({"kind": "params", "run": self.run_id, "params": flat_params(params)})
 
     def metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
-        for i in range(0, len(items), 900):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 900])
+        self._put(metrics_entry(self.run_id, metrics, step, int(time.time() * 1000)))
 
     def tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
+        self._put({"kind": "tag", "run": self.run_id, "key": key, "value": value})
+
+    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Log a file of the session folder (it must stay there until delivered)."""
+        self._put({"kind": "artifact", "run": self.run_id, "path": str(path), "dir": artifact_path})
+
+    def queue(self, entry: Entry) -> None:
+        """An entry for a handler (``model``: register the saved model)."""
+        self._put({"run": self.run_id, **entry})
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        """The run's end (``completed`` / ``failed``), delivered after everything before it."""
+        self._put(*final_entries(self.run_id, status, reason))
 
     def has_step(self, metrics: dict[str, float], step: int) -> bool:
-        """Whether MLflow already holds this round's metrics (they are logged in one batch)."""
-        key = next((k for k, v in metrics.items() if math.isfinite(v)), None)
-        if key is None:
-            return True
-        return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
+        """Whether this round's metrics are in the outbox already (a resume must not add them twice)."""
+        return self.outbox.holds_step(self.run_id, metrics, step)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait for the sender to deliver everything; False when MLflow is down (the coordinator
+        delivers the rest) or ``timeout`` passed."""
+        t0 = time.monotonic()
+        try:
+            return self.background.flush(timeout)
+        finally:
+            self.seconds += time.monotonic() - t0
+
+    def results(self) -> dict[str, Any]:
+        """What handlers returned for delivered entries (``model``: its URI and version)."""
+        return self.outbox.read_state().results
+
+    def close(self) -> None:
+        self.background.close()
+
+
+__all__ = [
+    "Drainer",
+    "Outbox",
+    "Sender",
+    "SessionTracker",
+    "artifact_location",
+    "create_session_run",
+    "ensure_experiment",
+    "fail_run",
+    "flat_params",
+    "local_store",
+    "params_2021",
+    "queue_failure",
+    "queue_reopen",
+    "session_params",
+    "tracking_uri",
+]

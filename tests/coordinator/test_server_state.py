@@ -265,3 +265,25 @@ def test_a_failed_session_without_a_result_gets_one(tmp_path: Path) -> None:
     s = Session("s1", [], out, "", time.time(), result={"status": "failed", "reason": "Flower run ended"})
     asyncio.run(c.sessions.finish_session(s))
     assert json.loads((out / "result.json").read_text())["reason"] == "Flower run ended"
+
+
+def test_a_failed_session_ends_its_run_through_the_outbox(tmp_path: Path) -> None:
+    """Issue 21 point 1: the coordinator does not call MLflow when a session fails; the failure goes
+    into the session's outbox and its drainer thread delivers it (here: at once, MLflow is up)."""
+    from mlflow.tracking import MlflowClient
+
+    from kosmos_fl.fl.tracking import Outbox, create_session_run
+
+    c = Recorder(tmp_path)
+    run = create_session_run(c.sessions.mlflow_uri, "exp", "s1", {})
+    out = tmp_path / "w" / "sessions" / "s1"
+    out.mkdir(parents=True)
+    s = Session("s1", [], out, run, time.time(), result={"status": "failed", "reason": "quorum lost"})
+    asyncio.run(c.sessions.finish_session(s))
+    box = Outbox(out)
+    assert box.backlog() == 3  # status tag, reason, FAILED: nothing was sent on the event loop
+    assert MlflowClient(tracking_uri=c.sessions.mlflow_uri).get_run(run).info.status == "RUNNING"
+    assert c.sessions.drainer.run_once() == 0
+    got = MlflowClient(tracking_uri=c.sessions.mlflow_uri).get_run(run)
+    assert got.info.status == "FAILED" and got.data.tags["kosmos.failure_reason"] == "quorum lost"
+    assert c.sessions.drainer.backlog == 0

@@ -19,6 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from kosmos_fl.fl.flower_runtime.runtime import ManagedProcess, free_port
+from kosmos_fl.fl.session import SessionFolder
+from kosmos_fl.fl.tracking import Outbox
 from kosmos_fl.localfed import LocalFederation as Federation
 
 pytestmark = pytest.mark.e2e
@@ -157,7 +159,9 @@ def _outage(fed: Federation, mlflow_server: MlflowServer, data: Path) -> None:
     mlflow_server.start()  # MLflow is back: the coordinator delivers the outbox
     ml = MlflowClient(tracking_uri=mlflow_server.url)
     run_id = done["mlflow_run_id"]
-    _wait(lambda: ml.get_run(run_id).info.status == "FINISHED", 240, "the run FINISHED", fed)
+    outbox = Outbox(SessionFolder(folder))
+    _wait(lambda: outbox.backlog() == 0, 240, "the outbox delivered", fed)
+    assert ml.get_run(run_id).info.status == "FINISHED"
 
     run = ml.get_run(run_id)
     assert run.data.tags["kosmos.status"] == "completed"
@@ -176,5 +180,6 @@ def _outage(fed: Federation, mlflow_server: MlflowServer, data: Path) -> None:
     assert ml.get_model_version_by_alias("outage-model", "champion").version == "1"
     artifacts = {a.path for a in ml.list_artifacts(run_id)}
     assert {"plots", "model_summary.txt"} <= artifacts, artifacts
-    assert (folder / "outbox-state.json").is_file()
-    assert json.loads((folder / "outbox-state.json").read_text())["refused"] == []
+    state = outbox.read_state()
+    assert state.refused == []
+    assert state.results["model"]["model_uri"] == "models:/outage-model/1"

@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from kosmos_fl.fl.rounds import checkpoint
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, write_json_atomic
-from kosmos_fl.fl.tracking.outbox import Outbox
 
 log = logging.getLogger("kosmos_fl.resume")
 T = TypeVar("T")
@@ -54,8 +53,8 @@ def _read_clients(out_dir: Path) -> dict[int, str]:
 
 def find_interrupted(work_dir: Path, failed: Callable[[str], bool] = lambda _: False) -> list[ResumePoint]:
     """Interrupted sessions under ``work_dir/sessions``, newest first. A session without a result
-    file whose outbox or MLflow run (``failed(run_id)``) says failed is not one: it failed while
-    its result could not be written (a full disk), and resuming it would contradict MLflow."""
+    file whose MLflow run ``failed(run_id)`` says failed is not one: it failed while its result
+    could not be written (a full disk), and resuming it would contradict MLflow."""
     out = []
     sessions = work_dir / "sessions"
     if not sessions.is_dir():
@@ -69,7 +68,7 @@ def find_interrupted(work_dir: Path, failed: Callable[[str], bool] = lambda _: F
         except (OSError, ValidationError) as exc:
             log.warning("session folder %s has an unreadable session.json (%s); not resumable", folder, exc)
             continue
-        if _failed_in_outbox(folder) or (spec.mlflow_run_id and failed(spec.mlflow_run_id)):
+        if spec.mlflow_run_id and failed(spec.mlflow_run_id):
             log.info("session %s failed (its MLflow run says so); not resumable", spec.session_id)
             continue
         ck = checkpoint.summary(folder)
@@ -82,17 +81,6 @@ def find_interrupted(work_dir: Path, failed: Callable[[str], bool] = lambda _: F
             )
         )
     return out
-
-
-def _failed_in_outbox(folder: Path) -> bool:
-    """Whether the session's outbox ends its run as failed (MLflow need not have heard yet)."""
-    return any(
-        e is not None
-        and e.get("kind") == "tag"
-        and e.get("key") == "kosmos.status"
-        and e.get("value") == "failed"
-        for _, e in Outbox(SessionFolder(folder)).entries()
-    )
 
 
 def announce(found: list[ResumePoint], resume: bool, num_clients: int) -> ResumePoint | None:

@@ -137,6 +137,8 @@ def register_saved(client: Any, entry: dict[str, Any]) -> dict[str, Any]:
                 # where kosmos_fl is installed (`kosmos-fl serve`; `mlflow models serve --env-manager local`)
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
+            # leaving the run's context ends it FINISHED: say so before, as the outbox does after
+            mlflow.set_tag("kosmos.status", "completed")
         version = str(info.registered_model_version)
     sha = entry["metadata"]["kosmos_weights_sha256"]
     for key, value in ((model_format.TAG_FORMAT, model_format.FORMAT), (model_format.TAG_SHA256, sha)):

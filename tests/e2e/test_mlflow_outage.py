@@ -183,3 +183,9 @@ def _outage(fed: Federation, mlflow_server: MlflowServer, data: Path) -> None:
     state = outbox.read_state()
     assert state.refused == []
     assert state.results["model"]["model_uri"] == "models:/outage-model/1"
+    result = json.loads((folder / "result.json").read_text())  # the result names the model now
+    assert (result["tracking"], result["model_uri"], result["champion"]) == (
+        "delivered",
+        "models:/outage-model/1",
+        True,
+    ), result

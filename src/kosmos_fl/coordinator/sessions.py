@@ -26,11 +26,12 @@ from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.lifecycle import SessionSchedule
 from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
+from kosmos_fl.fl import tracking
 from kosmos_fl.fl.apps.model_registry import register_saved
 from kosmos_fl.fl.flower_runtime import runtime
 from kosmos_fl.fl.rounds.liveness import mark_dead, write_nodes
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum, private_dir
-from kosmos_fl.fl.tracking import Drainer, create_session_run, ensure_experiment, queue_failure, queue_reopen
+from kosmos_fl.fl.tracking import create_session_run, ensure_experiment
 from kosmos_fl.logs import bind_session
 from kosmos_fl.redact import redact
 from kosmos_fl.usecases.base import UseCase
@@ -107,7 +108,9 @@ class SessionRunner:
         #: the MLflow store created/migrated and the experiment made at server start (issue 18)
         self._tracking_ready: asyncio.Task[str] | None = None
         #: delivers the outboxes of sessions no ServerApp sends any more (issue 21), in a thread
-        self.drainer = Drainer(self.work_dir / "sessions", mlflow_uri, {"model": register_saved})
+        self.drainer = tracking.Drainer(
+            self.work_dir / "sessions", mlflow_uri, {"model": register_saved}, tracking.complete_result
+        )
 
     def prepare_tracking(self) -> None:
         """Create (or migrate) the MLflow store and the experiment now, in the background, so that
@@ -250,7 +253,7 @@ class SessionRunner:
     async def _start_resumed(self, s: Session, point: resume.ResumePoint) -> None:
         """Continue an interrupted session: same id, folder and MLflow run, a new Flower run."""
         # the run goes back to RUNNING through the outbox: a resume does not wait for MLflow
-        queue_reopen(s.out_dir, s.mlflow_run_id, point.round)
+        tracking.queue_reopen(s.out_dir, s.mlflow_run_id, point.round)
         # client ids are handed out afresh to the clients present now
         folder = SessionFolder(s.out_dir)
         folder.dead_clients_file.unlink(missing_ok=True)
@@ -327,7 +330,7 @@ class SessionRunner:
                     SessionFolder(s.out_dir).write_result(result)
             if s.mlflow_run_id:  # through the outbox: delivered once MLflow answers, even after a restart
                 with contextlib.suppress(KosmosError, OSError):
-                    queue_failure(s.out_dir, s.mlflow_run_id, str(result.get("reason")))
+                    tracking.queue_failure(s.out_dir, s.mlflow_run_id, str(result.get("reason")))
             if s.flower_run_id is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id)

@@ -65,8 +65,8 @@ app = ServerApp()
 def _checkpoint_and_log(
     out_dir: Path, tracker: SessionTracker, ckpt: Checkpoint, weights: list[np.ndarray], strategy: Any
 ) -> Checkpoint:
-    """Checkpoint first, then log, then flag as logged: a crash anywhere in between neither loses
-    nor duplicates the round's metrics on resume (see kosmos_fl.fl.rounds.checkpoint)."""
+    """Checkpoint first, then the tracking outbox, then flag as logged: a crash anywhere in between
+    neither loses nor duplicates the round's metrics on resume (``has_step`` reads the outbox)."""
     ckpt = checkpoint.save(out_dir, ckpt, weights, strategy)
     tracker.metrics(ckpt.metrics, step=ckpt.round)
     return checkpoint.mark_logged(out_dir, ckpt)
@@ -283,16 +283,8 @@ def _run_rounds(
     grid = cast(Grid, MemberGrid(grid, clients))
     if ckpt.round < spec.num_rounds:
         wait_for_nodes(grid, clients, spec.min_fit_clients, spec.join_timeout)
-    r = RoundContext(
-        grid,
-        LiveGrid(grid, clients),
-        clients,
-        spec,
-        folder,
-        strategy,
-        _train_config(spec),
-        trainable_mask(model),
-    )
+    r = RoundContext(grid, LiveGrid(grid, clients), clients, spec, folder, strategy,
+                     _train_config(spec), trainable_mask(model))  # fmt: skip
     arrays = ArrayRecord(pack_weights(get_weights(model)))  # one vector per message: fewer objects
     secagg = None
     if spec.secure_aggregation is not None:  # SecAgg+ rounds: fl/rounds/secure.py

@@ -4,15 +4,19 @@ training never waits on MLflow nor fails because it is down (issue 21)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from kosmos_fl.errors import ConfigError
+from kosmos_fl.errors import ConfigError, KosmosError
 from kosmos_fl.fl.session import SessionFolder, SessionSpec
-from kosmos_fl.fl.tracking.outbox import Entry, Outbox, final_entries, metrics_entry
+from kosmos_fl.fl.tracking.outbox import Entry, Outbox, State, final_entries, metrics_entry
 from kosmos_fl.fl.tracking.sender import Background, Drainer, Handler, Sender
+
+log = logging.getLogger("kosmos_fl.tracking")
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -164,6 +168,25 @@ def params_2021(spec: Any, model: Any, usecase: Any = None) -> dict[str, Any]:
     return out
 
 
+def complete_result(folder: SessionFolder, state: State) -> None:
+    """A session that ended while MLflow was down: once its outbox is delivered, its result
+    names the registered model (drainer thread; ``result.json`` said ``tracking: pending``)."""
+    with contextlib.suppress(OSError, ValueError, KosmosError):
+        result = folder.read_result()
+        model = state.results.get("model")
+        if result is None or result.get("tracking") != "pending" or not model:
+            return
+        result.update(
+            tracking="delivered",
+            model_uri=model.get("model_uri"),
+            registered_version=model.get("version"),
+            champion=model.get("champion"),
+            champion_reason=model.get("champion_reason"),
+        )
+        folder.write_result(result)
+        log.info("session %s: model registered as %s", folder.path.name, model.get("model_uri"))
+
+
 class SessionTracker:
     """The session's tracking, bound to its run (created beforehand by the coordinator): every
     call writes to the outbox in the session folder and returns; a background sender delivers.
@@ -236,6 +259,7 @@ __all__ = [
     "Sender",
     "SessionTracker",
     "artifact_location",
+    "complete_result",
     "create_session_run",
     "ensure_experiment",
     "fail_run",

@@ -31,7 +31,7 @@ from tenacity import (
 )
 
 from kosmos_fl.fl.session import SessionFolder
-from kosmos_fl.fl.tracking.outbox import Entry, Outbox, undelivered_metrics
+from kosmos_fl.fl.tracking.outbox import Entry, Outbox, State, undelivered_metrics
 
 log = logging.getLogger("kosmos_fl.tracking")
 
@@ -294,6 +294,7 @@ class Drainer:
         sessions_dir: Path,
         uri: str,
         handlers: dict[str, Handler] | None = None,
+        on_drained: Callable[[SessionFolder, State], None] | None = None,
         *,
         every: float = 5.0,
         patience: float = 60.0,
@@ -303,6 +304,8 @@ class Drainer:
         self.handlers = handlers
         self.every = every
         self.patience = patience
+        #: called after a session's outbox was delivered to the end (the server updates result.json)
+        self.on_drained = on_drained
         #: Entries waiting for MLflow over all sessions (the ``/metrics`` gauge).
         self.backlog = 0
         self._wake = threading.Event()
@@ -344,6 +347,8 @@ class Drainer:
                 if mine and sender.drain(stop=self._stop, patience=self.patience) and sender.delivered:
                     log.info("session %s: %d tracking entries delivered to MLflow",
                              outbox.folder.path.name, sender.delivered)  # fmt: skip
+                    if self.on_drained is not None:
+                        self.on_drained(outbox.folder, outbox.read_state())
             waiting[outbox] = outbox.backlog()
             self.backlog = sum(waiting.values())
         return self.backlog

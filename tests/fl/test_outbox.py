@@ -95,6 +95,14 @@ def test_parse_skips_a_half_written_last_line_and_flags_garbage() -> None:
     assert parse(data, 100) == [(116, {"kind": "tag"}), (125, None)]
 
 
+def test_an_entry_with_nan_outside_the_metrics_is_kept(tmp_path: Path) -> None:
+    """A final evaluation can hold NaN (a constant prediction's PCC): the model entry must still
+    be written, or the session would fail at its very end."""
+    box = _outbox(tmp_path, {"kind": "model", "run": "run-1", "champion": {"metrics": {"PCC": float("nan")}}})
+    ((_, entry),) = box.pending()
+    assert entry is not None and entry["champion"]["metrics"]["PCC"] != entry["champion"]["metrics"]["PCC"]
+
+
 def test_pending_and_backlog_follow_the_acknowledged_offset(tmp_path: Path) -> None:
     box = _outbox(tmp_path, _metrics(0, RMSE=1.0), _metrics(1, RMSE=0.5))
     assert box.backlog() == 2

@@ -93,7 +93,7 @@ class Outbox:
 
     def append(self, entry: Entry) -> None:
         """Write ``entry`` durably (fsync) before returning: once here, it will reach MLflow."""
-        line = (json.dumps(entry, default=str, allow_nan=False) + "\n").encode("utf-8")
+        line = (json.dumps(entry, default=str) + "\n").encode("utf-8")  # NaN round-trips in Python
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:

@@ -49,7 +49,7 @@ class NoHandler(Exception):
 
 def is_permanent(exc: BaseException) -> bool:
     """Whether ``exc`` means MLflow will never take the entry (as opposed to: not now)."""
-    if isinstance(exc, FileNotFoundError | ValueError | TypeError | KeyError):
+    if isinstance(exc, FileNotFoundError | TypeError | KeyError):
         return True  # a local file gone or a malformed entry: retrying cannot help
     return getattr(exc, "error_code", None) in PERMANENT
 

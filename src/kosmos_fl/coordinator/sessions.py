@@ -335,10 +335,8 @@ class SessionRunner:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id)
         elif result.get("tracking") == "pending":
-            log.warning(
-                "session %s completed; MLflow was unreachable, so its model is registered and its run "
-                "ended once MLflow answers (outbox: %s)", s.session_id, SessionFolder(s.out_dir).outbox_file,
-            )  # fmt: skip
+            log.warning("session %s completed; MLflow was unreachable, so its model is registered and its "
+                        "run ended once MLflow answers (outbox: %s)", s.session_id, s.out_dir)  # fmt: skip
         else:
             log.info("session %s completed: %s", s.session_id, result.get("model_uri"))
         self.drainer.wake()  # what the ServerApp left in the outbox goes out now
@@ -383,7 +381,9 @@ class SessionRunner:
         log.warning(
             "session %s interrupted by shutdown; start the server with --resume to continue it", s.session_id
         )
-        if s.mlflow_run_id:  # best effort and bounded: a stop must not wait on MLflow
+        if s.mlflow_run_id:  # at once, bounded: a stop must not wait on MLflow; else after a restart
+            with contextlib.suppress(OSError):
+                tracking.queue_tag(s.out_dir, s.mlflow_run_id, "kosmos.status", "interrupted")
             resume.tag_interrupted_bounded(self.mlflow_uri, s.mlflow_run_id)
 
     def find_interrupted(self) -> None:

@@ -99,6 +99,11 @@ def queue_failure(out_dir: Path, run_id: str, reason: str) -> None:
         outbox.append(entry)
 
 
+def queue_tag(out_dir: Path, run_id: str, key: str, value: str) -> None:
+    """Put a run tag in the session's outbox (delivered in order, also after a restart)."""
+    Outbox(SessionFolder(out_dir)).append({"kind": "tag", "run": run_id, "key": key, "value": value})
+
+
 def queue_reopen(out_dir: Path, run_id: str, from_round: int) -> None:
     """A resumed session's run: back to RUNNING, tagged ``resumed``, the stale failure reason gone."""
     outbox = Outbox(SessionFolder(out_dir))
@@ -268,6 +273,7 @@ __all__ = [
     "params_2021",
     "queue_failure",
     "queue_reopen",
+    "queue_tag",
     "session_params",
     "tracking_uri",
 ]

@@ -29,7 +29,7 @@ from kosmos_fl.errors import FederationError, KosmosError
 from kosmos_fl.fl import tracking
 from kosmos_fl.fl.apps.model_registry import register_saved
 from kosmos_fl.fl.flower_runtime import runtime
-from kosmos_fl.fl.rounds.liveness import mark_dead, write_nodes
+from kosmos_fl.fl.rounds.liveness import mark_dead, read_nodes, write_nodes
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum, private_dir
 from kosmos_fl.fl.tracking import create_session_run, ensure_experiment
 from kosmos_fl.logs import bind_session
@@ -105,6 +105,7 @@ class SessionRunner:
         #: an interrupted session to continue before any new one (``--resume``)
         self.resume_point: resume.ResumePoint | None = None
         self.schedule = SessionSchedule()  # min_interval, max_sessions
+        self.gone_nodes: set[int] = set()  # SuperNodes of clients that left a session (dead)
         #: the MLflow store created/migrated and the experiment made at server start (issue 18)
         self._tracking_ready: asyncio.Task[str] | None = None
         #: delivers the outboxes of sessions no ServerApp sends any more (issue 21), in a thread
@@ -149,6 +150,8 @@ class SessionRunner:
         if client_id in s.dead:
             return
         s.dead[client_id] = reason
+        if (node := read_nodes(s.out_dir)[0].get(client_id)) is not None:
+            self.gone_nodes.add(node)  # Flower lists it for a minute more: no later session's member
         log.warning(
             "session %s: client %d left (%s); dropped from the session", s.session_id, client_id, reason
         )
@@ -271,7 +274,8 @@ class SessionRunner:
         )
         nodes = {sid: rec.node_id for sid, rec in self.pool.clients.items() if rec.node_id is not None}
         session_nodes = {cid: nodes[sid] for cid, sid in enumerate(s.sids) if sid in nodes}
-        write_nodes(s.out_dir, session_nodes, [n for sid, n in nodes.items() if sid not in s.sids])
+        others = {n for sid, n in nodes.items() if sid not in s.sids} | self.gone_nodes
+        write_nodes(s.out_dir, session_nodes, others - set(session_nodes.values()))
         await self.before_submit()
         run_config = {"session-file": str(spec_path), "session-id": s.session_id}
         s.flower_run_id = await asyncio.to_thread(runtime.submit_run, self.flwr_home, run_config)
@@ -334,11 +338,8 @@ class SessionRunner:
             if s.flower_run_id is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id)
-        elif result.get("tracking") == "pending":
-            log.warning("session %s completed; MLflow was unreachable, so its model is registered and its "
-                        "run ended once MLflow answers (outbox: %s)", s.session_id, s.out_dir)  # fmt: skip
-        else:
-            log.info("session %s completed: %s", s.session_id, result.get("model_uri"))
+        else:  # MLflow down at the end: the drainer registers the model and ends the run later
+            log.info("session %s completed: %s", s.session_id, result.get("model_uri") or "model pending")
         self.drainer.wake()  # what the ServerApp left in the outbox goes out now
         end = EndTrain(
             session_id=s.session_id,

@@ -254,8 +254,12 @@ class Background:
         while not self._closed.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
-            if self.sender.outbox.backlog():
-                self.sender.drain(stop=self._closed)
+            try:
+                if self.sender.outbox.backlog():
+                    self.sender.drain(stop=self._closed)
+            except Exception:  # never die silently: flush() gives up, the coordinator delivers
+                log.exception("tracking sender failed; the server delivers the outbox later")
+                self.sender.failing = True
 
     def flush(self, timeout: float, give_up_after: float = 5.0) -> bool:
         """Wait until everything is delivered (True); False after ``timeout`` s, or after

@@ -6,6 +6,7 @@ point; the last tests deliver to a real (SQLite) MLflow store."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -259,3 +260,22 @@ def test_real_mlflow_gets_each_metric_once_after_a_lost_ack(tmp_path: Path) -> N
     got = client.get_run(run)
     assert got.info.status == "FAILED"
     assert got.data.tags["kosmos.failure_reason"] == "quorum lost"
+
+
+def test_the_serverapp_stops_waiting_for_a_down_mlflow_and_waits_for_an_up_one(tmp_path: Path) -> None:
+    from kosmos_fl.fl.tracking.sender import Background
+
+    box = _outbox(tmp_path, _metrics(0, RMSE=1.0))
+    down = FakeMlflow()
+    down.fail = [MlflowException("Max retries exceeded")] * 1000
+    background = Background(Sender(box, "unused", client=down, max_wait=0.2))
+    t0 = time.monotonic()
+    assert background.flush(timeout=60, give_up_after=0.5) is False
+    assert time.monotonic() - t0 < 30 and box.backlog() == 1
+    background.close()
+
+    up = FakeMlflow()
+    background = Background(Sender(box, "unused", client=up))
+    assert background.flush(timeout=60) is True
+    assert [k for _, k, _, _ in up.metrics] == ["RMSE"] and box.backlog() == 0
+    background.close()

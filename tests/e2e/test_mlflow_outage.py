@@ -115,19 +115,25 @@ def _wait(pred: Any, timeout: float, what: str, fed: Federation) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["same-server", "server-restarted"])
 def test_mlflow_down_longer_than_its_retry_budget_does_not_fail_the_session(
-    mlflow_server: MlflowServer, short_budget_env: dict[str, str], generated_bearings: Path, tmp_path: Path
+    mlflow_server: MlflowServer,
+    short_budget_env: dict[str, str],
+    generated_bearings: Path,
+    tmp_path: Path,
+    restart: bool,
 ) -> None:
+    """``server-restarted``: the KOSMoS server is stopped while MLflow is still down and started
+    again after MLflow is back; the new server process delivers what the old one could not."""
     fed = Federation(tmp_path / "fed", short_budget_env)
     try:
-        _outage(fed, mlflow_server, generated_bearings)
+        _outage(fed, mlflow_server, generated_bearings, restart)
     finally:
         assert fed.stop() == [], "processes outlived the federation"
 
 
-def _outage(fed: Federation, mlflow_server: MlflowServer, data: Path) -> None:
-    fed.start_server(
-        timeout=START_TIMEOUT,
+def _outage(fed: Federation, mlflow_server: MlflowServer, data: Path, restart: bool) -> None:
+    config = dict(
         data_path=str(data),
         test_bearings=["Bearing1_3"],
         mlflow_server_address=mlflow_server.url,
@@ -138,6 +144,7 @@ def _outage(fed: Federation, mlflow_server: MlflowServer, data: Path) -> None:
         usecase={"name": "BearingUseCase", "broadcast_params": {"model": "ffnn"}},
         training={"local_epochs": 1, "batch_size": 32},
     )
+    fed.start_server(timeout=START_TIMEOUT, **config)
     slow = {"KOSMOS_FL_FAULT": "delay:2"}  # each round takes a few seconds: the outage spans rounds
     client = {"torch_threads": 1, "retry_max": 2.0, "data_path": str(data)}
     fed.start_client("site-a", extra_env=slow, bearings=["Bearing1_1"], **client)
@@ -156,7 +163,12 @@ def _outage(fed: Federation, mlflow_server: MlflowServer, data: Path) -> None:
     result = json.loads((folder / "result.json").read_text())
     assert result["tracking"] == "pending" and result["model_uri"] is None, result
 
+    if restart:
+        assert fed.server is not None
+        fed.server.stop(timeout=30)  # the outbox outlives the server process
     mlflow_server.start()  # MLflow is back: the coordinator delivers the outbox
+    if restart:
+        fed.start_server(timeout=START_TIMEOUT, **config)
     ml = MlflowClient(tracking_uri=mlflow_server.url)
     run_id = done["mlflow_run_id"]
     outbox = Outbox(SessionFolder(folder))

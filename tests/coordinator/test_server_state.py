@@ -265,3 +265,59 @@ def test_a_failed_session_without_a_result_gets_one(tmp_path: Path) -> None:
     s = Session("s1", [], out, "", time.time(), result={"status": "failed", "reason": "Flower run ended"})
     asyncio.run(c.sessions.finish_session(s))
     assert json.loads((out / "result.json").read_text())["reason"] == "Flower run ended"
+
+
+def test_a_failed_session_ends_its_run_through_the_outbox(tmp_path: Path) -> None:
+    """Issue 21 point 1: the coordinator does not call MLflow when a session fails; the failure goes
+    into the session's outbox and its drainer thread delivers it (here: at once, MLflow is up)."""
+    from mlflow.tracking import MlflowClient
+
+    from kosmos_fl.fl.tracking import Outbox, create_session_run
+
+    c = Recorder(tmp_path)
+    run = create_session_run(c.sessions.mlflow_uri, "exp", "s1", {})
+    out = tmp_path / "w" / "sessions" / "s1"
+    out.mkdir(parents=True)
+    s = Session("s1", [], out, run, time.time(), result={"status": "failed", "reason": "quorum lost"})
+    asyncio.run(c.sessions.finish_session(s))
+    box = Outbox(out)
+    assert box.backlog() == 3  # status tag, reason, FAILED: nothing was sent on the event loop
+    assert MlflowClient(tracking_uri=c.sessions.mlflow_uri).get_run(run).info.status == "RUNNING"
+    assert c.sessions.drainer.run_once() == 0
+    got = MlflowClient(tracking_uri=c.sessions.mlflow_uri).get_run(run)
+    assert got.info.status == "FAILED" and got.data.tags["kosmos.failure_reason"] == "quorum lost"
+    assert c.sessions.drainer.backlog == 0
+
+
+def test_a_dead_clients_supernode_is_no_member_of_the_next_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed client's SuperNode stays in Flower's node list for a minute; the next session's
+    nodes.json lists it under ``others`` so its ServerApp neither waits for it nor sends it round 1
+    (the outbox made the ServerApp reach round 1 before a restarted client's new node joined)."""
+    monkeypatch.setattr(runtime, "submit_run", lambda *args: 7)
+
+    async def scenario() -> Session:
+        c = Recorder(tmp_path, num_clients=2)
+        old = tmp_path / "w" / "sessions" / "old"
+        old.mkdir(parents=True)
+        liveness.write_nodes(old, {0: 11, 1: 21}, [])
+        c.sessions.session = Session("old", ["x", "y"], old, "r0", time.time(), status="running")
+        c.sessions.drop_client("y", "disconnected: transport close")
+        c.sessions.session = None
+        for sid, node in (("a", 11), ("b", None)):  # b restarted: its new node is not known yet
+            await connect(c, sid)
+            await c.on_client_criteria(sid, {"criteria_are_met": True, **({"node_id": node} if node else {})})
+        await asyncio.sleep(0.01)
+        s = c.sessions.session
+        assert s is not None
+        spec = SessionSpec.from_config(
+            c.sessions.config, session_id=s.session_id, out_dir=str(s.out_dir), usecase_name="BearingUseCase",
+            usecase_version=c.admission.usecase_cls.version, data_path=str(tmp_path), mlflow_tracking_uri="",
+            mlflow_run_id="r", registered_model_name="m", coordinator_pid=0,
+        )  # fmt: skip
+        await c.sessions._submit_and_announce(s, spec)
+        return s
+
+    s = asyncio.run(scenario())
+    assert liveness.read_nodes(s.out_dir) == ({0: 11}, {21})

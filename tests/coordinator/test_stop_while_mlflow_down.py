@@ -49,6 +49,12 @@ def test_interrupt_session_marks_resumable_without_waiting(tmp_path: Path, hangi
     assert hanging_mlflow == ["run-9"]
     assert SessionFolder(out).interrupted_file.is_file()
     assert pieces.sessions.session.status == "interrupted"
+    # MLflow did not answer in time: the tag waits in the outbox for the next start (issue 21.1)
+    from kosmos_fl.fl.tracking import Outbox
+
+    assert [e for _, e in Outbox(out).pending()] == [
+        {"kind": "tag", "run": "run-9", "key": "kosmos.status", "value": "interrupted"}
+    ]
 
 
 def test_bounded_tag_reports_success(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,6 +53,7 @@ def test_round_statistics_from_replies_and_clocks() -> None:
         "aggregate_seconds": 0.5,
         "eval_seconds": 1.5,
         "round_seconds": 6.0,
+        "tracking_seconds": 0.0,
         "clients_ok": 2.0,
         "clients_failed": 1.0,
         "clients_dropped": 2.0,

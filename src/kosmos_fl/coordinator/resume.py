@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,3 +223,26 @@ class PendingResults:
             return False
         self._pending.pop(out_dir, None)
         return True
+
+
+def failed_within(uri: str, budget: float) -> Callable[[str], bool]:
+    """:func:`failed_in_mlflow` for the start-up check, all calls sharing one ``budget`` of
+    seconds: a server whose MLflow is down still starts at once."""
+    deadline = time.monotonic() + budget
+
+    def failed(run_id: str) -> bool:
+        return failed_in_mlflow(uri, run_id, max(0.0, deadline - time.monotonic()))
+
+    return failed
+
+
+def queue_failure(out_dir: Path, uri: str, run_id: str, reason: str) -> None:
+    """End a failed session's MLflow run through its outbox (delivered once MLflow answers, even
+    after a restart); when the outbox is on a full disk, tell MLflow directly (best effort)."""
+    from kosmos_fl.fl import tracking
+
+    try:
+        tracking.queue_failure(out_dir, run_id, reason)
+    except (KosmosError, OSError):
+        with contextlib.suppress(Exception):
+            tracking.fail_run(uri, run_id, reason)

@@ -88,6 +88,7 @@ class Coordinator:
         self.app.router.add_post(
             "/sessions/start", protect(self.http_start_session, self._admin_token, self.dashboard.admin_hosts)
         )
+        self.dashboard.metrics.tracking_backlog.set_function(lambda: self.sessions.drainer.backlog)
         # validate the strategy before anyone connects: a typo must fail at start-up
         strategies.build(
             config.strategy.name, config.strategy.params, config.num_clients, self.sessions.min_fit_clients

@@ -26,10 +26,12 @@ from kosmos_fl.coordinator.admission import ClientRecord
 from kosmos_fl.coordinator.lifecycle import SessionSchedule
 from kosmos_fl.coordinator.protocol import EndTrain, StartTrain
 from kosmos_fl.errors import FederationError, KosmosError
+from kosmos_fl.fl import tracking
+from kosmos_fl.fl.apps.model_registry import register_saved
 from kosmos_fl.fl.flower_runtime import runtime
-from kosmos_fl.fl.rounds.liveness import mark_dead, write_nodes
+from kosmos_fl.fl.rounds.liveness import mark_dead, read_nodes, write_nodes
 from kosmos_fl.fl.session import SessionFolder, SessionSpec, decide_quorum, private_dir, write_problem
-from kosmos_fl.fl.tracking import create_session_run, ensure_experiment, fail_run
+from kosmos_fl.fl.tracking import create_session_run, ensure_experiment
 from kosmos_fl.logs import bind_session
 from kosmos_fl.redact import redact
 from kosmos_fl.usecases.base import UseCase
@@ -105,13 +107,20 @@ class SessionRunner:
         #: an interrupted session to continue before any new one (``--resume``)
         self.resume_point: resume.ResumePoint | None = None
         self.schedule = SessionSchedule()  # min_interval, max_sessions, schedule
+        self.gone_nodes: set[int] = set()  # SuperNodes of clients that left a session (dead)
         #: the MLflow store created/migrated and the experiment made at server start (issue 18)
         self._tracking_ready: asyncio.Task[str] | None = None
+        #: delivers the outboxes of sessions no ServerApp sends any more (issue 21), in a thread
+        self.drainer = tracking.Drainer(
+            self.work_dir / "sessions", mlflow_uri, {"model": register_saved}, tracking.complete_result
+        )
 
     def prepare_tracking(self) -> None:
         """Create (or migrate) the MLflow store and the experiment now, in the background, so that
         the first session does not wait seconds for it after its clients are ready. A failure here
-        is only logged: the session's own ``create_session_run`` then reports it as before."""
+        is only logged: the session's own ``create_session_run`` then reports it as before. The
+        outbox drainer starts too: what earlier sessions could not tell MLflow goes out now."""
+        self.drainer.start()
         self._tracking_ready = asyncio.create_task(
             asyncio.to_thread(ensure_experiment, self.mlflow_uri, self.config.mlflow_experiment_name)
         )
@@ -143,6 +152,8 @@ class SessionRunner:
         if client_id in s.dead:
             return
         s.dead[client_id] = reason
+        if (node := read_nodes(s.out_dir)[0].get(client_id)) is not None:
+            self.gone_nodes.add(node)  # Flower lists it for a minute more: no later session's member
         log.warning(
             "session %s: client %d left (%s); dropped from the session", s.session_id, client_id, reason
         )
@@ -247,8 +258,8 @@ class SessionRunner:
 
     async def _start_resumed(self, s: Session, point: resume.ResumePoint) -> None:
         """Continue an interrupted session: same id, folder and MLflow run, a new Flower run."""
-        await self._tracking_prepared()
-        await asyncio.to_thread(resume.reopen_run, self.mlflow_uri, s.mlflow_run_id, point.round)
+        # the run goes back to RUNNING through the outbox: a resume does not wait for MLflow
+        tracking.queue_reopen(s.out_dir, s.mlflow_run_id, point.round)
         # client ids are handed out afresh to the clients present now
         folder = SessionFolder(s.out_dir)
         folder.dead_clients_file.unlink(missing_ok=True)
@@ -266,7 +277,8 @@ class SessionRunner:
         )
         nodes = {sid: rec.node_id for sid, rec in self.pool.clients.items() if rec.node_id is not None}
         session_nodes = {cid: nodes[sid] for cid, sid in enumerate(s.sids) if sid in nodes}
-        write_nodes(s.out_dir, session_nodes, [n for sid, n in nodes.items() if sid not in s.sids])
+        others = {n for sid, n in nodes.items() if sid not in s.sids} | self.gone_nodes
+        write_nodes(s.out_dir, session_nodes, others - set(session_nodes.values()))
         await self.before_submit()
         run_config = {"session-file": str(spec_path), "session-id": s.session_id}
         s.flower_run_id = await asyncio.to_thread(runtime.submit_run, self.flwr_home, run_config)
@@ -326,18 +338,15 @@ class SessionRunner:
             log.error("session %s failed: %s", s.session_id, result.get("reason"))
             if not SessionFolder(s.out_dir).result_file.exists():  # never offered for --resume
                 self.pending_results.write(s.out_dir, result)
-            # both best effort and independent: at once, so the clients hear sooner
-            reason = str(result.get("reason"))
-            cleanup = (
-                [asyncio.to_thread(fail_run, self.mlflow_uri, s.mlflow_run_id, reason)]
-                if s.mlflow_run_id
-                else []
-            )
+            if s.mlflow_run_id:  # through the outbox: delivered once MLflow answers, even after a restart
+                args = (s.out_dir, self.mlflow_uri, s.mlflow_run_id, str(result.get("reason")))
+                await asyncio.to_thread(resume.queue_failure, *args)
             if s.flower_run_id is not None:
-                cleanup.append(asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id))
-            await asyncio.gather(*cleanup, return_exceptions=True)
-        else:
-            log.info("session %s completed: %s", s.session_id, result.get("model_uri"))
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(runtime.stop_run, self.flwr_home, s.flower_run_id)
+        else:  # MLflow down at the end: the drainer registers the model and ends the run later
+            log.info("session %s completed: %s", s.session_id, result.get("model_uri") or "model pending")
+        self.drainer.wake()  # what the ServerApp left in the outbox goes out now
         end = EndTrain(
             session_id=s.session_id,
             status="completed" if result.get("status") == "completed" else "failed",
@@ -380,16 +389,12 @@ class SessionRunner:
         log.warning(
             "session %s interrupted by shutdown; start the server with --resume to continue it", s.session_id
         )
-        if s.mlflow_run_id:  # best effort and bounded: a stop must not wait on MLflow
+        if s.mlflow_run_id:  # at once, bounded: a stop must not wait on MLflow; else after a restart
+            with contextlib.suppress(OSError):
+                tracking.queue_tag(s.out_dir, s.mlflow_run_id, "kosmos.status", "interrupted")
             resume.tag_interrupted_bounded(self.mlflow_uri, s.mlflow_run_id)
 
     def find_interrupted(self) -> None:
         """With ``resume``, pick up the newest interrupted session; otherwise say how to."""
-        # one budget for all the MLflow checks: a server whose MLflow is down still starts at once
-        deadline = time.monotonic() + 5.0
-
-        def failed(run: str) -> bool:
-            return resume.failed_in_mlflow(self.mlflow_uri, run, max(0.0, deadline - time.monotonic()))
-
-        found = resume.find_interrupted(self.work_dir, failed)
+        found = resume.find_interrupted(self.work_dir, resume.failed_within(self.mlflow_uri, 5.0))
         self.resume_point = resume.announce(found, self.config.resume, self.config.num_clients)

@@ -5,7 +5,8 @@ evaluation set they were measured on. The new version becomes ``<name>@champion`
 beats the current champion on the same evaluation set by ``champion_margin`` (relative, on
 ``champion_metric``, lower is better), or when there is no champion yet. A champion evaluated on
 other data is not compared (that would compare two different exams): it stays, and the decision
-says so. Every decision is a tag of the new version and a line in the server log.
+says so. Every decision is a tag of the new version and a line in the server log. Deciding twice
+for one version (the outbox delivers again after a lost ack) keeps the first decision.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def tag_and_promote(
         champ = client.get_model_version_by_alias(name, ALIAS)
     except MlflowException:
         champ = None
+    if champ is not None and str(champ.version) == str(version):  # decided before its ack was lost
+        return Decision(True, str(champ.tags.get(TAG_DECISION, "already the champion")))
     current = None
     if champ is not None and f"{TAG_EVAL}{metric}" in champ.tags:
         current = float(champ.tags[f"{TAG_EVAL}{metric}"])

@@ -23,7 +23,7 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from kosmos_fl.errors import FederationError, KosmosError, StorageError
 from kosmos_fl.fl import strategies
-from kosmos_fl.fl.apps import champion, model_registry
+from kosmos_fl.fl.apps import model_registry
 from kosmos_fl.fl.flower_runtime.object_pulls import use_fast_object_pulls
 from kosmos_fl.fl.rounds import checkpoint, federated_eval
 from kosmos_fl.fl.rounds.checkpoint import Checkpoint
@@ -56,14 +56,18 @@ from kosmos_fl.usecases.base import UseCase
 
 log = logging.getLogger("kosmos_fl.server_app")
 
+#: Seconds a finished session waits for its tracking (model registration) while MLflow answers;
+#: while MLflow fails it stops waiting after a few seconds (see ``Background.flush``).
+FINISH_WAIT = 600.0
+
 app = ServerApp()
 
 
 def _checkpoint_and_log(
     out_dir: Path, tracker: SessionTracker, ckpt: Checkpoint, weights: list[np.ndarray], strategy: Any
 ) -> Checkpoint:
-    """Checkpoint first, then log, then flag as logged: a crash anywhere in between neither loses
-    nor duplicates the round's metrics on resume (see kosmos_fl.fl.rounds.checkpoint)."""
+    """Checkpoint first, then the tracking outbox, then flag as logged: a crash anywhere in between
+    neither loses nor duplicates the round's metrics on resume (``has_step`` reads the outbox)."""
     ckpt = checkpoint.save(out_dir, ckpt, weights, strategy)
     tracker.metrics(ckpt.metrics, step=ckpt.round)
     return checkpoint.mark_logged(out_dir, ckpt)
@@ -92,7 +96,7 @@ def _start_or_resume(
             tracker.params(privacy.params(spec))
         tracker.tag("kosmos.session_id", spec.session_id)
         folder.model_summary_file.write_text(str(model), encoding="utf-8")
-        tracker.client.log_artifact(tracker.run_id, str(folder.model_summary_file))
+        tracker.artifact(folder.model_summary_file)
         t0 = time.monotonic()
         metrics = usecase.evaluate(model, groups)
         first = Checkpoint(
@@ -121,7 +125,7 @@ def _start_or_resume(
 
 def _prepare(spec: SessionSpec) -> tuple[SessionTracker, UseCase, dict[str, Any], Any, Any]:
     """Tracker, use case, evaluation data, model and strategy (wrapped for DP) of a session."""
-    tracker = SessionTracker(spec)
+    tracker = SessionTracker(spec, handlers={"model": model_registry.register_saved})
     seed_everything(spec.seed)
     usecase = load_usecase(spec.usecase_name, spec.usecase_params, version=spec.usecase_version)
     groups = usecase.eval_datasets(Path(spec.data_path), spec.test_names)
@@ -221,21 +225,33 @@ def _finish(
         folder.append_progress(StoppedEvent(round=completed, reason=stop_reason))
     plot_paths = model_registry.plots(usecase, model, groups, folder.plots_dir)
     for p in plot_paths:
-        tracker.client.log_artifact(tracker.run_id, str(p), artifact_path="plots")
-    model_uri, version = model_registry.log_model(spec, usecase, model, groups)
-    decision = champion.tag_and_promote(
-        tracker.client, spec.registered_model_name, version, metrics, list(groups),
-        spec.champion_metric, spec.champion_margin,
-    )  # fmt: skip
+        tracker.artifact(p, "plots")
+    entry = model_registry.save_for_registry(spec, usecase, model, groups, folder.model_dir)
+    eval_set, metric, margin = list(groups), spec.champion_metric, spec.champion_margin
+    tracker.queue({**entry, "champion": {"metrics": metrics, "eval_set": eval_set, "metric": metric,
+                                         "margin": margin}})  # fmt: skip
+    tracker.finish("completed")
+    # MLflow up: wait for the registration (the result names the version); down: the coordinator
+    # registers the model and ends the run once MLflow is back (issue 21)
+    delivered = tracker.flush(timeout=FINISH_WAIT)
+    registered = tracker.results().get("model", {})
+    if not delivered:
+        log.warning(
+            "MLflow did not take the session's tracking yet; the server delivers it (model, run "
+            "status) once MLflow answers: %d entries in %s",
+            tracker.outbox.backlog(),
+            tracker.outbox.path,
+        )
     return {
         "status": "completed",
         "rounds_completed": completed,
         "final_metrics": metrics,
-        "model_uri": model_uri,
+        "model_uri": registered.get("model_uri"),
         "registered_model": spec.registered_model_name,
-        "registered_version": version,
-        "champion": decision.promoted,
-        "champion_reason": decision.reason,
+        "registered_version": registered.get("version"),
+        "champion": registered.get("champion"),
+        "champion_reason": registered.get("champion_reason", "pending: MLflow unreachable"),
+        "tracking": "delivered" if delivered else "pending",
         "plots": [str(p) for p in plot_paths],
         **({"reason": stop_reason, "stop_reason": stop_reason} if stop_reason is not None else {}),
     }
@@ -243,8 +259,25 @@ def _finish(
 
 def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -> dict[str, Any]:
     """Run all rounds of one session; returns the result document."""
-    folder = SessionFolder(Path(spec.out_dir))
     tracker, usecase, groups, model, strategy = _prepare(spec)
+    try:
+        return _run_rounds(grid, spec, context, tracker, usecase, groups, model, strategy)
+    finally:
+        tracker.close()  # what is left in the outbox, the coordinator delivers
+
+
+def _run_rounds(
+    grid: Grid,
+    spec: SessionSpec,
+    context: Context | None,
+    tracker: SessionTracker,
+    usecase: UseCase,
+    groups: dict[str, Any],
+    model: Any,
+    strategy: Any,
+) -> dict[str, Any]:
+    """The session after its preparation: round 0 or the resume, the rounds, the finish."""
+    folder = SessionFolder(Path(spec.out_dir))
     ckpt, strategy, t0, metrics = _start_or_resume(spec, tracker, usecase, groups, model, strategy)
 
     clients = SessionClients(folder.path, spec.num_clients)
@@ -252,16 +285,8 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
     grid = cast(Grid, MemberGrid(grid, clients))
     if ckpt.round < spec.num_rounds:
         wait_for_nodes(grid, clients, spec.min_fit_clients, spec.join_timeout)
-    r = RoundContext(
-        grid,
-        LiveGrid(grid, clients),
-        clients,
-        spec,
-        folder,
-        strategy,
-        _train_config(spec),
-        trainable_mask(model),
-    )
+    r = RoundContext(grid, LiveGrid(grid, clients), clients, spec, folder, strategy,
+                     _train_config(spec), trainable_mask(model))  # fmt: skip
     arrays = ArrayRecord(pack_weights(get_weights(model)))  # one vector per message: fewer objects
     secagg = None
     if spec.secure_aggregation is not None:  # SecAgg+ rounds: fl/rounds/secure.py
@@ -274,6 +299,7 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
     stop_reason = None
     norm_history = list(ckpt.norm_history)
     completed = ckpt.round
+    recorded = time.monotonic()  # the previous round's record: round_seconds is wall time
     for rnd in range(ckpt.round + 1, spec.num_rounds + 1):
         t_round = time.monotonic()
         alive = min(clients.alive_count(), len(r.live_grid.get_node_ids()))
@@ -305,7 +331,9 @@ def run_session(grid: Grid, spec: SessionSpec, context: Context | None = None) -
             client |= federated_eval.evaluate_on_clients(
                 grid, clients, r.live_grid.get_node_ids(), arrays, spec, rnd
             )
-        times = RoundTimes(t_round, res.t_replies, t_eval, t_end)
+        now = time.monotonic()
+        times = RoundTimes(t_round, res.t_replies, t_eval, t_end, recorded, now, tracker.take_seconds())
+        recorded = now
         ckpt = _record_round(r, tracker, rnd, res, model, metrics, client, times, norm_history, t0)
         norm_history = ckpt.norm_history
         completed = rnd
@@ -356,11 +384,11 @@ def main(grid: Grid, context: Context) -> None:
             folder.write_result({"status": "failed", "reason": reason, "traceback": traceback.format_exc()})
         except StorageError as disk:  # a full disk must not hide the reason, nor skip the MLflow tag
             log.error("session failed: %s; its result could not be written either: %s", reason, disk)
-        try:
-            from kosmos_fl.fl.tracking import fail_run
+        try:  # into the outbox: the coordinator delivers it once MLflow answers, even after a restart
+            from kosmos_fl.fl.tracking import queue_failure
 
-            fail_run(spec.mlflow_tracking_uri, spec.mlflow_run_id, reason)
+            queue_failure(out_dir, spec.mlflow_run_id, reason)
         except Exception:
-            log.exception("could not mark the MLflow run as failed")
+            log.exception("could not record the MLflow run's failure")
         raise
     folder.write_result(result)

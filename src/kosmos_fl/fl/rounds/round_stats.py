@@ -87,12 +87,24 @@ def latency_split(replies: list[Message], sent_at: float, received_at: float) ->
 
 @dataclass(frozen=True)
 class RoundTimes:
-    """Monotonic clock readings of one round."""
+    """Monotonic clock readings of one round. ``previous`` (when the previous round was recorded,
+    or the round loop began) and ``recorded`` (now) make ``round_seconds`` the round's wall time,
+    with everything between rounds (federated evaluation, checkpoint, tracking) in it; without
+    them it is ``evaluated - started``. ``tracking``: seconds of it spent on tracking."""
 
     started: float
     replies_in: float
     aggregated: float
     evaluated: float
+    previous: float | None = None
+    recorded: float | None = None
+    tracking: float = 0.0
+
+    @property
+    def wall(self) -> float:
+        if self.previous is None or self.recorded is None:
+            return self.evaluated - self.started
+        return self.recorded - self.previous
 
 
 def round_statistics(
@@ -115,7 +127,9 @@ def round_statistics(
         "train_phase_seconds": times.replies_in - times.started,
         "aggregate_seconds": times.aggregated - times.replies_in,
         "eval_seconds": times.evaluated - times.aggregated,
-        "round_seconds": times.evaluated - times.started,
+        "round_seconds": times.wall,
+        # waiting on tracking (the outbox write; MLflow itself is never waited for): issue 21
+        "tracking_seconds": times.tracking,
         "clients_ok": float(len(accepted)),
         "clients_failed": float(failed),
         "clients_dropped": float(dropped),

@@ -30,6 +30,13 @@ CLIENTS_FILE = "clients.json"
 #: SuperNode between sessions, so the SuperLink knows nodes that must not get this session's work.
 NODES_FILE = "nodes.json"
 MODEL_SUMMARY_FILE = "model_summary.txt"
+#: What the session tells MLflow, written here first and delivered by a sender (issue 21):
+#: entries (JSON lines), how far they are delivered, and the lock of the one sender at a time.
+OUTBOX_FILE = "outbox.jsonl"
+OUTBOX_STATE_FILE = "outbox-state.json"
+OUTBOX_LOCK_FILE = "outbox.lock"
+#: The final model as MLflow will log it (weights archive, signature, metadata), kept until delivered.
+MODEL_DIR = "model"
 
 
 def private_dir(path: Path) -> Path:
@@ -136,6 +143,22 @@ class SessionFolder:
     @property
     def model_summary_file(self) -> Path:
         return self.path / MODEL_SUMMARY_FILE
+
+    @property
+    def outbox_file(self) -> Path:
+        return self.path / OUTBOX_FILE
+
+    @property
+    def outbox_state_file(self) -> Path:
+        return self.path / OUTBOX_STATE_FILE
+
+    @property
+    def outbox_lock_file(self) -> Path:
+        return self.path / OUTBOX_LOCK_FILE
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / MODEL_DIR
 
     @property
     def plots_dir(self) -> Path:

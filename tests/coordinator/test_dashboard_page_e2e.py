@@ -102,6 +102,7 @@ def test_dashboard_page_units_names_clients_and_past_sessions(
                 page.screenshot(path=str(tmp_path / "dashboard-page.png"), full_page=True)
                 _check_live_view(page, peers, federation.root)
                 _check_past_session(page)
+                _check_start_button(page)
             finally:
                 browser.close()
     finally:
@@ -172,3 +173,13 @@ def _check_past_session(page) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_function(f"document.body.dataset.shown === '{NEW}'", timeout=30_000)
     assert page.get_by_test_id("session-select").input_value() == NEW
     assert sorted(_cells(page, "rounds", "data-round")) == ["0", "1", "2"]
+
+
+def _check_start_button(page) -> None:  # type: ignore[no-untyped-def]
+    """The page's "start a session now" asks the server (admin side, the page's credentials) and
+    shows its answer: two of the three clients the config needs wait, so no session starts."""
+    page.get_by_test_id("start-session").click()
+    page.wait_for_function(
+        "document.getElementById('start-answer').textContent.includes('clients wait')", timeout=30_000
+    )
+    assert page.get_by_test_id("start-answer").inner_text().startswith("2 of 3 eligible clients wait")

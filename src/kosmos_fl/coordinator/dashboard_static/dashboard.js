@@ -325,4 +325,25 @@ function pick(sessionId) {
   poll();
 }
 document.getElementById("session-select").addEventListener("change", (e) => pick(e.target.value));
+
+// The operator's "start a session now" (kosmos-fl session start): the same admin-side endpoint,
+// posted as JSON (a cross-site form cannot), with the page's own credentials; the answer is shown.
+async function startSession() {
+  const answer = document.getElementById("start-answer");
+  answer.textContent = "asking the server…";
+  try {
+    const resp = await fetch("/sessions/start", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: "{}",
+    });
+    const body = await resp.json();
+    answer.textContent = body.message || `HTTP ${resp.status}`;
+  } catch (err) {
+    answer.textContent = `could not ask the server (${err.message})`;
+  }
+  pick("");
+}
+document.getElementById("start-session").addEventListener("click", startSession);
 poll();

@@ -9,7 +9,6 @@ two finished sessions written with the classes the ServerApp writes them with. N
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import socketio
 
 from kosmos_fl.fl.tracking import tracking_uri
 from kosmos_fl.localfed import LocalFederation
+from tests.coordinator.test_dashboard_e2e import chromium
 from tests.coordinator.test_dashboard_state import NEW, OLD, seed_sessions
 
 pytestmark = pytest.mark.e2e
@@ -25,15 +25,6 @@ pytestmark = pytest.mark.e2e
 TOKEN = "page-admin-token"
 HOSTILE = '<img src=x onerror="document.body.dataset.xss=1">site-x'
 WAIT_MS = 120_000  # a loaded, shared machine (see test_dashboard_e2e.py)
-
-
-def chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.fail(
-            "Chromium not installed; `make test` installs it (scripts/services.sh: apt-get install chromium)"
-        )
-    return exe
 
 
 @pytest.fixture

@@ -236,13 +236,12 @@ class FederationMetrics:
             ["outcome"],
             registry=r,
         )
-        # -- issue 21 (tracking outbox): set from the coordinator's outbox drainer at scrape ------
+        # set from the coordinator's outbox drainer at scrape time (issue 21)
         self.tracking_backlog = Gauge(
             "kosmos_tracking_outbox_backlog",
             "Tracking entries in the session outboxes (params, metrics, models, ...) waiting for MLflow",
             registry=r,
         )
-        # -- end issue 21 ---------------------------------------------------------------------------
         self.errors = Counter(
             "kosmos_errors", "Warnings and errors logged by the server, by level", ["level"], registry=r
         )
